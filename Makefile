@@ -1,0 +1,33 @@
+# Everything a fresh machine needs: `make demo` shows the UNet tree, `make test` runs the tests.
+# Both create (or reuse) the virtual environment in .venv and install the project into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sd-explorer-installed
+
+.PHONY: install demo test test-all clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml scripts/install-torch | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	scripts/install-torch $(VENV)
+	$(BIN)/pip install -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/explore unet --depth 3
+
+test: install
+	$(BIN)/pytest -q
+
+# also the tests marked slow
+test-all: install
+	$(BIN)/pytest -q --runslow
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,46 @@
+"""sd-explorer: see what happens inside Stable Diffusion 1.5, with the real model classes.
+
+    >>> import explorer
+    >>> unet = explorer.trace("unet")                    # SD1.5 on the meta device: exact shapes, no memory
+    >>> unet.find("down_blocks.0").outputs[0]
+    (2, 320, 32, 32)
+    >>> unet.upto(2)                                     # in Jupyter: the tree, two levels deep
+    >>> print(explorer.tree(unet.subtree("mid_block").upto(1)))
+
+Importing this package is cheap: torch and diffusers load on the first trace.
+"""
+
+from explorer.errors import ExplorerError
+from explorer.explore import narrow, trace
+from explorer.loading import load
+from explorer.record import SCHEMA, Node, Trace
+from explorer.specs import PRESETS, SD15, TINY
+
+__all__ = [
+    "trace",
+    "narrow",
+    "load",
+    "tree",
+    "tokenize",
+    "Trace",
+    "Node",
+    "SCHEMA",
+    "PRESETS",
+    "SD15",
+    "TINY",
+    "ExplorerError",
+]
+
+
+def tree(trace: Trace, width: int = 100) -> str:
+    """The terminal tree of `trace` as plain text (what `explore unet` prints)."""
+    from explorer.views.tree import to_text
+
+    return to_text(trace, width=width)
+
+
+def tokenize(prompt: str, max_length: int = 77) -> dict:
+    """How SD1.5's CLIP tokenizer splits `prompt`: ids, tokens, length and what truncation drops."""
+    from explorer.tokenizer import tokenize as _tokenize
+
+    return _tokenize([prompt], max_length)[1][0]

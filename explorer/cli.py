@@ -1,0 +1,266 @@
+"""`explore`: the command line. Thin: parse, call the public API, render. Nothing else.
+
+Heavy libraries (torch, diffusers, transformers) are imported only inside the commands that need
+them, so `explore --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from explorer.errors import ExplorerError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+COMPONENTS = ("unet", "vae", "clip")
+
+
+class _Commands(TyperGroup):
+    """Answers an unknown component or command with one sentence naming the valid ones."""
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in self.commands:
+            others = [c for c in self.commands if c not in COMPONENTS]
+            err.print(
+                f"[bold red]Error:[/] unknown component or command {name!r}: the components are "
+                f"{', '.join(COMPONENTS)}" + (f"; the other commands are {', '.join(others)}" if others else "")
+                + " (see explore --help).",
+                highlight=False,
+            )
+            raise typer.Exit(2)
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(
+    name="explore",
+    cls=_Commands,
+    help=(
+        "See what happens inside Stable Diffusion 1.5: every block of the real diffusers / transformers "
+        "models, with the shapes that flow through it, read off a real forward pass.\n\n"
+        "Try: explore unet --depth 3 · explore vae --depth 2 · explore clip --prompt 'a red fox'"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Weights(str, Enum):
+    meta = "meta"
+    random = "random"
+    pretrained = "pretrained"
+
+
+# -- options shared by the component commands ---------------------------------------------------------
+
+Depth = Annotated[
+    Optional[int],
+    typer.Option(
+        "--depth",
+        "-d",
+        help="How many levels below the component (or --block) to show: 1 = its blocks, 2 = their layers, ... "
+        "[default: 2 for the tree, everything for --json]",
+        show_default=False,
+    ),
+]
+Block = Annotated[
+    Optional[str],
+    typer.Option("--block", "-b", help="Show only this module and what runs inside it, e.g. down_blocks.1."),
+]
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A preset (sd15, tiny), a diffusers folder, a .safetensors checkpoint (diffusers or original SD "
+        "layout) or a hub id.",
+    ),
+]
+Config = Annotated[
+    Optional[str],
+    typer.Option(help="The architecture of a single-file checkpoint, as a preset name. [default: sd15]"),
+]
+WeightsOpt = Annotated[
+    Weights,
+    typer.Option(
+        help="meta: exact shapes, no memory, nothing computed. random: real tensors with random values. "
+        "pretrained: the weights of --model."
+    ),
+]
+Height = Annotated[Optional[int], typer.Option(help="Image height in pixels, a multiple of 8. [default: the model's]")]
+Width = Annotated[Optional[int], typer.Option(help="Image width in pixels, a multiple of 8. [default: the model's]")]
+Batch = Annotated[
+    Optional[int],
+    typer.Option(help="Batch size. [default: 2 for unet and clip (classifier-free guidance), 1 for vae]"),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the record (schema sd-explorer/trace@1) as JSON.")]
+AllowPickle = Annotated[
+    bool,
+    typer.Option("--allow-pickle", help="Accept a pickle checkpoint (.ckpt/.bin/.pt). Only for files you trust."),
+]
+AllowDownload = Annotated[
+    bool, typer.Option("--allow-download", help="Let a hub id be downloaded when it is not in the local cache.")
+]
+Seed = Annotated[int, typer.Option(help="Seed for random weights and inputs.")]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A wrong input becomes one sentence on stderr and exit status 2; a failed forward, status 1."""
+    try:
+        yield
+    except ExplorerError as exc:
+        err.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        from explorer.tracing import TraceError  # only loaded once torch is
+
+        if isinstance(exc, TraceError):
+            err.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        raise
+
+
+def _explore(
+    component: str,
+    *,
+    depth: int | None,
+    block: str | None,
+    model: str,
+    config: str | None,
+    weights: Weights,
+    height: int | None,
+    width: int | None,
+    batch: int | None,
+    as_json: bool,
+    allow_pickle: bool,
+    allow_download: bool,
+    seed: int,
+    prompt: str | None = None,
+    negative_prompt: str = "",
+) -> None:
+    with user_errors():
+        from explorer.explore import DEFAULT_PROMPT, check_batch, check_size, narrow
+
+        # Cheap checks first: a typo should not cost the torch import.
+        if depth is not None and depth < 0:
+            raise ExplorerError(
+                f"--depth must be 0 or more, got {depth}: 0 shows the {component} alone, 1 its blocks, "
+                "2 their layers, and so on."
+            )
+        check_size("height", height)
+        check_size("width", width)
+        check_batch(batch)
+
+        with err.status(f"Tracing the {component} of {model} ({weights.value} weights)…", spinner="dots"):
+            from explorer.explore import trace
+
+            record = trace(
+                component,
+                model,
+                weights=weights.value,
+                height=height,
+                width=width,
+                batch=batch,
+                prompt=DEFAULT_PROMPT if prompt is None else prompt,
+                negative_prompt=negative_prompt,
+                config=config,
+                allow_pickle=allow_pickle,
+                allow_download=allow_download,
+                seed=seed,
+            )
+        if as_json:
+            shown = narrow(record, block, depth) if (block or depth is not None) else record
+            sys.stdout.write(shown.to_json() + "\n")
+            return
+        from explorer.views.tree import render
+
+        shown = narrow(record, block, 2 if depth is None else depth)
+        hidden = len(narrow(record, block).nodes) - len(shown.nodes)
+        out.print(render(shown, hidden=hidden), highlight=False, crop=False)
+
+
+@app.command()
+def unet(
+    depth: Depth = None,
+    block: Block = None,
+    model: Model = "sd15",
+    config: Config = None,
+    weights: WeightsOpt = Weights.meta,
+    height: Height = None,
+    width: Width = None,
+    batch: Batch = None,
+    as_json: Json = False,
+    allow_pickle: AllowPickle = False,
+    allow_download: AllowDownload = False,
+    seed: Seed = 0,
+) -> None:
+    """The UNet: predicts the noise in a latent, given the timestep and the prompt embedding.
+
+    Default inputs: latents [2, 4, 64, 64], timesteps [2], prompt embeddings [2, 77, 768]
+    (batch 2 because classifier-free guidance runs the prompt and the negative prompt together).
+    """
+    _explore("unet", **locals())
+
+
+@app.command()
+def vae(
+    depth: Depth = None,
+    block: Block = None,
+    model: Model = "sd15",
+    config: Config = None,
+    weights: WeightsOpt = Weights.meta,
+    height: Height = None,
+    width: Width = None,
+    batch: Batch = None,
+    as_json: Json = False,
+    allow_pickle: AllowPickle = False,
+    allow_download: AllowDownload = False,
+    seed: Seed = 0,
+) -> None:
+    """The VAE: encodes a 512x512 image to a 64x64x4 latent and decodes it back.
+
+    Runs encode -> split into mean and log-variance -> sample -> x 0.18215 -> / 0.18215 -> decode,
+    on one [1, 3, 512, 512] image by default.
+    """
+    _explore("vae", **locals())
+
+
+@app.command()
+def clip(
+    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="The prompt to tokenize and encode.")] = None,
+    negative_prompt: Annotated[str, typer.Option(help="The negative prompt (batch 2 and more).")] = "",
+    depth: Depth = None,
+    block: Block = None,
+    model: Model = "sd15",
+    config: Config = None,
+    weights: WeightsOpt = Weights.meta,
+    batch: Batch = None,
+    as_json: Json = False,
+    allow_pickle: AllowPickle = False,
+    allow_download: AllowDownload = False,
+    seed: Seed = 0,
+) -> None:
+    """The CLIP text encoder: turns the prompt into the [2, 77, 768] embedding every cross-attention reads.
+
+    Shows the tokenization too: start and end tokens, padding to 77, and what is dropped when a
+    prompt is longer than 75 tokens.
+    """
+    _explore("clip", height=None, width=None, **locals())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""Build a component (UNet, VAE, CLIP text encoder) from a preset, a folder, a file or a hub id.
+
+Three ways to fill it:
+
+- ``meta``: the real class on PyTorch's meta device. Every shape is exact, no memory is used,
+  nothing is computed. The default for exploring. When the source has weights, their file headers
+  are still read and checked against the architecture, so a wrong or damaged file is caught.
+- ``random``: real tensors with random values, to run something offline (the output is noise).
+- ``pretrained``: the weights of a diffusers folder, a single checkpoint file or a hub id.
+
+Weights are read from safetensors only; a pickle checkpoint (.ckpt/.bin/.pt/.pth) is refused
+unless the caller passes ``allow_pickle=True`` (even then it is loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from explorer.errors import ExplorerError
+from explorer.specs import COMPONENT_FOLDERS, PRESETS, SD15, Preset
+
+WEIGHTS = ("meta", "random", "pretrained")
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# What each single file or folder needs from the hub when a hub id is given.
+_HUB_CONFIG_FILES = ["model_index.json", "*/config.json", "*/*_config.json", "tokenizer/*"]
+_HUB_WEIGHT_FILES = ["unet/*.safetensors", "vae/*.safetensors", "text_encoder/*.safetensors"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an architecture (and maybe its weights) comes from."""
+
+    kind: str  # "preset", "folder", "file" or "hub"
+    label: str  # as the user named it: "sd15", "./sd15-folder", "org/name"
+    path: Path | None = None  # the folder or file (a hub id resolves to its cached folder)
+    preset: Preset | None = None  # the preset, or the architecture assumed for a single file
+
+    @property
+    def has_weights(self) -> bool:
+        return self.kind != "preset"
+
+
+def _pickle_refusal(path: Path) -> ExplorerError:
+    return ExplorerError(
+        f"{path} is a pickle checkpoint, which can run arbitrary code when loaded; "
+        "use a .safetensors file, or pass --allow-pickle if you trust where it came from."
+    )
+
+
+def resolve_source(
+    model: str,
+    *,
+    config: str | None = None,
+    allow_download: bool = False,
+    allow_pickle: bool = False,
+    need_weights: bool = False,
+) -> Source:
+    """Turn what the user typed for --model into a Source, or explain why it cannot be used."""
+    preset = _config_preset(config)
+    path = Path(model).expanduser()
+    if config is not None and not path.is_file():
+        raise ExplorerError(
+            f"--config names the architecture of a single .safetensors file, and {model!r} is not one; "
+            "to explore a preset, pass it as --model."
+        )
+    if model in PRESETS:
+        return Source("preset", model, preset=PRESETS[model])
+
+    if path.is_dir():
+        return Source("folder", model, path=path)
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+            raise _pickle_refusal(path)
+        if path.suffix not in (".safetensors", *PICKLE_SUFFIXES):
+            raise ExplorerError(
+                f"{path} is not a checkpoint: --model takes a .safetensors file, a diffusers folder, "
+                f"a hub id or a preset ({', '.join(PRESETS)})."
+            )
+        return Source("file", model, path=path, preset=preset)
+    if _HUB_ID.match(model) and not model.endswith((".safetensors", *PICKLE_SUFFIXES)):
+        folder = _hub_folder(model, allow_download=allow_download, need_weights=need_weights)
+        return Source("hub", model, path=folder)
+    raise ExplorerError(
+        f"--model {model!r} does not exist: give a preset ({', '.join(PRESETS)}), a diffusers folder, "
+        "a .safetensors file or a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5."
+    )
+
+
+def _config_preset(config: str | None) -> Preset:
+    """The architecture of a single-file checkpoint: SD1.5 unless --config names another preset."""
+    if config is None:
+        return SD15
+    if config not in PRESETS:
+        raise ExplorerError(f"--config {config!r} is not a preset: choose one of {', '.join(PRESETS)}.")
+    return PRESETS[config]
+
+
+def _hub_folder(repo_id: str, *, allow_download: bool, need_weights: bool) -> Path:
+    """The local snapshot of a hub repository; downloads only when the user allowed it."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = _HUB_CONFIG_FILES + (_HUB_WEIGHT_FILES if need_weights else [])
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise ExplorerError(
+            f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be "
+            "downloaded; unset HF_HUB_OFFLINE, or give a local diffusers folder or .safetensors file."
+        )
+    if not allow_download:
+        raise ExplorerError(
+            f"{repo_id} is not in the local Hugging Face cache; pass --allow-download to fetch it "
+            "(the SD1.5 weights are about 4 GB), or give a local diffusers folder or .safetensors file."
+        )
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:  # network, authentication, no such repository
+        raise ExplorerError(f"Could not download {repo_id} from the Hugging Face hub: {exc}") from exc
+
+
+# -- configs -------------------------------------------------------------------------------------
+
+
+def _component_folder(source: Source, component: str) -> Path:
+    """The folder holding the component's config.json: `<pipeline>/<unet|vae|text_encoder>` or the
+    folder itself when it is a single component's folder."""
+    assert source.path is not None
+    sub = source.path / COMPONENT_FOLDERS[component]
+    if (sub / "config.json").is_file():
+        return sub
+    if (source.path / "config.json").is_file():
+        return source.path
+    raise ExplorerError(
+        f"{source.label} has no {COMPONENT_FOLDERS[component]}/config.json: a diffusers folder holds one "
+        "folder per component (unet/, vae/, text_encoder/), each with a config.json."
+    )
+
+
+def component_config(source: Source, component: str) -> dict[str, Any]:
+    """The component's config dict (diffusers / transformers `config.json` contents)."""
+    if source.kind in ("preset", "file"):
+        assert source.preset is not None
+        return source.preset.config(component)
+    config_file = _component_folder(source, component) / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExplorerError(f"{config_file} is not a readable JSON config: {exc}") from exc
+    expected = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL", "clip": "CLIPTextModel"}[component]
+    found = config.get("_class_name") or (config.get("architectures") or [None])[0]
+    if found is not None and found != expected:
+        raise ExplorerError(f"{config_file} describes a {found}, not a {expected}.")
+    return config
+
+
+def default_image_size(source: Source, component: str) -> int:
+    """The image side (px) the model was trained at, from its own config."""
+    if source.preset is not None and source.kind == "preset":
+        return source.preset.default_size
+    config = component_config(source, component)
+    if component == "unet":
+        return int(config.get("sample_size", 64)) * latent_downscale(source)
+    if component == "vae":
+        return int(config.get("sample_size", 512))
+    return 512
+
+
+def latent_downscale(source: Source) -> int:
+    """How much smaller the latent is than the image per side: 2 ** (VAE levels - 1), 8 for SD1.5."""
+    try:
+        vae = component_config(source, "vae")
+    except ExplorerError:  # a folder holding only a UNet: SD's VAE factor
+        return 8
+    return 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+
+
+def context_length(source: Source) -> int:
+    """Tokens in a prompt embedding: the text encoder's positions (77 for SD1.5)."""
+    try:
+        return int(component_config(source, "clip").get("max_position_embeddings", 77))
+    except ExplorerError:
+        return 77
+
+
+# -- building --------------------------------------------------------------------------------------
+
+
+def _model_class(component: str):
+    if component == "unet":
+        from diffusers import UNet2DConditionModel
+
+        return UNet2DConditionModel
+    if component == "vae":
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL
+    from transformers import CLIPTextModel
+
+    return CLIPTextModel
+
+
+def _instantiate(component: str, config: dict[str, Any]):
+    cls = _model_class(component)
+    if component == "clip":
+        from transformers import CLIPTextConfig
+
+        keep = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
+        return cls(CLIPTextConfig(**keep))
+    return cls.from_config(config)
+
+
+def build(component: str, config: dict[str, Any], weights: str = "meta", seed: int = 0):
+    """The real model class built from `config`.
+
+    meta: everything on the meta device. pretrained: parameters on meta (to be replaced by the
+    checkpoint's tensors), buffers computed on the CPU as usual (CLIP's position_ids are not in
+    checkpoints). random: on the CPU with the default initialisation, seeded.
+    """
+    import torch
+
+    if weights == "meta":
+        with torch.device("meta"):
+            model = _instantiate(component, config)
+    elif weights == "pretrained":
+        from accelerate import init_empty_weights
+
+        with init_empty_weights(include_buffers=False):
+            model = _instantiate(component, config)
+    else:
+        torch.manual_seed(seed)  # the default initialisation draws from the global generator
+        model = _instantiate(component, config)
+    return model.eval()
+
+
+@dataclass
+class Loaded:
+    """A built component and what it was built from."""
+
+    component: str
+    model: Any  # the nn.Module
+    source: Source
+    weights: str
+    config: dict[str, Any]
+    notes: tuple[str, ...] = ()  # things the user should know, printed on stderr by the CLI
+
+
+def load(
+    component: str,
+    model: str | Source = "sd15",
+    *,
+    weights: str = "meta",
+    config: str | None = None,
+    allow_pickle: bool = False,
+    allow_download: bool = False,
+    seed: int = 0,
+) -> Loaded:
+    """Build `component` ("unet", "vae" or "clip") from `model` and fill it as `weights` says."""
+    if component not in COMPONENT_FOLDERS:
+        raise ExplorerError(f"Unknown component {component!r}: choose one of {', '.join(COMPONENT_FOLDERS)}.")
+    if weights not in WEIGHTS:
+        raise ExplorerError(f"Unknown weights {weights!r}: choose one of {', '.join(WEIGHTS)}.")
+    source = (
+        model
+        if isinstance(model, Source)
+        else resolve_source(
+            model,
+            config=config,
+            allow_download=allow_download,
+            allow_pickle=allow_pickle,
+            need_weights=weights == "pretrained",
+        )
+    )
+    if weights == "pretrained" and not source.has_weights:
+        raise ExplorerError(
+            f"The {source.label} preset has no weights; use meta or random weights, or give a diffusers "
+            "folder, a .safetensors file or a hub id for pretrained ones."
+        )
+
+    cfg = component_config(source, component)
+    notes: list[str] = []
+    built = build(component, cfg, weights, seed)
+    if source.has_weights:
+        checkpoint = read_checkpoint(source, component, allow_pickle=allow_pickle, values=weights == "pretrained")
+        state = to_model_keys(component, checkpoint, built, cfg)
+        extra = check_against(built, state, component, source)
+        if extra:
+            notes.append(f"{len(extra)} tensors of the checkpoint are not used by the {component}, e.g. {extra[0]}.")
+        if weights == "pretrained":
+            import torch
+
+            wanted = built.state_dict()
+            values = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items() if k in wanted}
+            built.load_state_dict(values, strict=True, assign=True)
+        else:
+            notes.append(f"Checked the {component} weights of {source.label} against the architecture (shapes only).")
+    elif weights == "random":
+        notes.append(f"Random weights: the {source.label} architecture is real, the values are not.")
+    return Loaded(component, built, source, weights, cfg, tuple(notes))
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------
+
+
+def _weight_files(source: Source, component: str, allow_pickle: bool) -> list[Path]:
+    """The files holding the component's weights, preferring full precision over fp16 variants."""
+    assert source.path is not None
+    if source.kind == "file":
+        return [source.path]
+    folder = _component_folder(source, component)
+    tensors = sorted(folder.glob("*.safetensors"))
+    if tensors:
+        plain = [p for p in tensors if len(p.name.split(".")) == 2]  # model.safetensors, not model.fp16.safetensors
+        return plain or tensors
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        if not allow_pickle:
+            raise _pickle_refusal(pickles[0])
+        return pickles
+    raise ExplorerError(f"{folder} has a config.json but no weights (*.safetensors) for the {component}.")
+
+
+def read_checkpoint(source: Source, component: str, *, allow_pickle: bool, values: bool) -> dict[str, Any]:
+    """Every tensor of the component's weight files: real ones when `values`, else meta tensors
+    with the right shapes and dtypes, read from the file headers alone."""
+    import torch
+
+    checkpoint: dict[str, Any] = {}
+    for path in _weight_files(source, component, allow_pickle):
+        if path.suffix in PICKLE_SUFFIXES:
+            checkpoint.update(_read_pickle(path))
+            continue
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    if values:
+                        checkpoint[key] = f.get_tensor(key)
+                    else:  # shapes and dtypes from the header; no tensor data is read
+                        piece = f.get_slice(key)
+                        dtype = getattr(torch, _SAFETENSORS_DTYPES.get(piece.get_dtype(), "float32"))
+                        checkpoint[key] = torch.empty(piece.get_shape(), dtype=dtype, device="meta")
+        except SafetensorError as exc:
+            raise ExplorerError(
+                f"{path} is not a valid safetensors file ({exc}); it may be truncated or corrupt: download it again."
+            ) from exc
+    return checkpoint
+
+
+def _read_pickle(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ExplorerError(
+            f"{path} could not be read as a PyTorch checkpoint of tensors ({exc.__class__.__name__}); "
+            "convert it to .safetensors."
+        ) from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]  # the original SD .ckpt wraps its weights
+    if not isinstance(loaded, dict):
+        raise ExplorerError(f"{path} does not hold a dictionary of tensors.")
+    return {k: v for k, v in loaded.items() if hasattr(v, "shape")}
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+# Prefixes of the original (CompVis / ldm) single-file layout, one per component.
+LDM_PREFIXES = {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "clip": "cond_stage_model.transformer."}
+
+
+def to_model_keys(component: str, checkpoint: dict[str, Any], model, config: dict[str, Any]):
+    """The checkpoint under the model's own parameter names, converting the original SD layout
+    with diffusers' own conversion functions."""
+    from diffusers.loaders import single_file_utils as sfu
+
+    prefix = LDM_PREFIXES[component]
+    is_ldm = any(k.startswith(prefix) for k in checkpoint) or (
+        component == "vae" and any(k.startswith("encoder.down.") for k in checkpoint)
+    )
+    if is_ldm:
+        if component == "unet":
+            checkpoint = sfu.convert_ldm_unet_checkpoint(checkpoint, config)
+        elif component == "vae":
+            checkpoint = sfu.convert_ldm_vae_checkpoint(checkpoint, config)
+        else:
+            checkpoint = sfu.convert_ldm_clip_checkpoint(checkpoint)
+    if component == "clip" and not hasattr(model, "text_model"):
+        # transformers >= 5.6 flattened CLIPTextModel; older files name everything text_model.*
+        checkpoint = {k.removeprefix("text_model."): v for k, v in checkpoint.items()}
+    return checkpoint
+
+
+def check_against(model, state: dict[str, Any], component: str, source: Source) -> list[str]:
+    """Fail with one sentence when the checkpoint does not fit the architecture; return the
+    checkpoint keys the model does not use."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if not set(state) & set(expected):
+        raise ExplorerError(
+            f"{source.label} holds no {component} weights: its tensors are neither in the original SD layout "
+            f"({LDM_PREFIXES[component]}...) nor named like diffusers' {type(model).__name__}."
+        )
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ExplorerError(
+            f"{source.label} has no weights for {len(missing)} of the {len(expected)} {component} tensors "
+            f"(e.g. {missing[0]}): it is not a complete {type(model).__name__} checkpoint"
+            + (" for this configuration; pass --config to name its architecture." if source.kind == "file" else ".")
+        )
+    for key, shape in expected.items():
+        found = tuple(state[key].shape)
+        if found != shape:
+            raise ExplorerError(
+                f"{source.label}: {key} is {list(found)} in the checkpoint but the architecture expects "
+                f"{list(shape)}; the checkpoint is for a different configuration"
+                + (" (pass --config to name it)." if source.kind == "file" else ".")
+            )
+    return [k for k in state if k not in expected]

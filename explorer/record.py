@@ -1,0 +1,225 @@
+"""The record: what flowed through a model, as plain frozen data (schema `sd-explorer/trace@1`).
+
+A `Trace` holds no module and no tensor: only names, types and shapes. It round-trips through
+JSON exactly (`Trace.from_json(t.to_json()) == t`), so it can be saved, compared in tests and read
+by other tools. Every view (tree, diagrams, page) is a function of a `Trace`.
+
+This module imports nothing heavy: no torch, no rich.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+SCHEMA = "sd-explorer/trace@1"
+
+Shape = tuple[int, ...]
+# An input is one tensor (a shape) or a tuple of tensors (a tuple of shapes).
+InputShape = Shape | tuple[Shape, ...]
+
+
+def shape_str(shape: Shape | tuple[Shape, ...], compact: bool = False) -> str:
+    """`[2, 320, 64, 64]` as the article writes it; `compact` drops the spaces."""
+    if shape and isinstance(shape[0], tuple):  # a tuple of shapes
+        return "(" + ", ".join(shape_str(s, compact) for s in shape) + ")"
+    sep = "," if compact else ", "
+    return "[" + sep.join(str(d) for d in shape) + "]"
+
+
+def _is_shape_tuple(value: Any) -> bool:
+    return bool(value) and isinstance(value[0], (list, tuple))
+
+
+def _shape_from_json(value: list) -> InputShape:
+    if _is_shape_tuple(value):
+        return tuple(tuple(s) for s in value)
+    return tuple(value)
+
+
+def _shape_to_json(value: InputShape) -> list:
+    if _is_shape_tuple(value):
+        return [list(s) for s in value]
+    return list(value)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One call of a module (`kind="module"`) or one recorded non-module step (`kind="step"`)."""
+
+    path: str  # dotted name inside the component; "" is the component itself
+    type: str  # class name for a module; a step's kind, e.g. "AttentionScores"
+    kind: str  # "module" or "step"
+    depth: int  # called ancestors: the component is 0
+    call: int  # 0 for the first call of this path, 1 for the second, ...
+    inputs: dict[str, InputShape]  # argument name -> shape (a tuple argument -> tuple of shapes)
+    outputs: tuple[Shape, ...]  # every output tensor, flattened, in order
+    params: int  # parameters of the module and its children, each counted once
+    label: str = ""  # steps: what they compute, e.g. "softmax(QKᵀ/√40)"
+    note: str = ""  # steps: one sentence for a learner
+
+    @property
+    def name(self) -> str:
+        """The last part of the path ("conv_in"), or "" for the component."""
+        return self.path.rsplit(".", 1)[-1]
+
+    @property
+    def is_step(self) -> bool:
+        return self.kind == "step"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "path": self.path,
+            "type": self.type,
+            "kind": self.kind,
+            "depth": self.depth,
+            "call": self.call,
+            "inputs": {k: _shape_to_json(v) for k, v in self.inputs.items()},
+            "outputs": [list(s) for s in self.outputs],
+            "params": self.params,
+        }
+        if self.label:
+            d["label"] = self.label
+        if self.note:
+            d["note"] = self.note
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Node":
+        return cls(
+            path=d["path"],
+            type=d["type"],
+            kind=d["kind"],
+            depth=d["depth"],
+            call=d["call"],
+            inputs={k: _shape_from_json(v) for k, v in d["inputs"].items()},
+            outputs=tuple(tuple(s) for s in d["outputs"]),
+            params=d["params"],
+            label=d.get("label", ""),
+            note=d.get("note", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Everything recorded from one forward pass of one component."""
+
+    component: str  # "unet", "vae" or "clip"
+    model: str  # where the architecture came from: "sd15", "tiny", a folder, a file, a hub id
+    weights: str  # "meta" (no values), "random" or "pretrained"
+    inputs: dict[str, Shape]  # what the component was called with
+    total_params: int
+    nodes: tuple[Node, ...]
+    dtype: str = "float32"
+    versions: dict[str, str] = field(default_factory=dict)  # torch / diffusers / transformers / sd-explorer
+    tokens: tuple[dict[str, Any], ...] = ()  # clip: the tokenized prompts, see explorer.tokenizer
+    block: str = ""  # set when this is one subtree of a larger trace
+    schema: str = SCHEMA
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def find(self, path: str, call: int = 0) -> Node:
+        """The node of `path` (its `call`-th call). KeyError when it never ran."""
+        for node in self.nodes:
+            if node.path == path and node.call == call:
+                return node
+        raise KeyError(f"no node {path!r} (call {call}) in this {self.component} trace")
+
+    def paths(self) -> list[str]:
+        """Every recorded path once, in call order."""
+        return list(dict.fromkeys(n.path for n in self.nodes))
+
+    @property
+    def root_depth(self) -> int:
+        """Depth of the shallowest node: 0 for a whole component, more for a subtree."""
+        return min((n.depth for n in self.nodes), default=0)
+
+    @property
+    def max_depth(self) -> int:
+        """Deepest level below the root (0 when the trace is only its root)."""
+        return max((n.depth for n in self.nodes), default=0) - self.root_depth
+
+    # -- narrowing: each returns a new Trace, the original is untouched -----------------------
+
+    def upto(self, depth: int) -> "Trace":
+        """Only the nodes at most `depth` levels below this trace's root."""
+        limit = self.root_depth + depth
+        return self._with_nodes(tuple(n for n in self.nodes if n.depth <= limit))
+
+    def subtree(self, prefix: str) -> "Trace":
+        """The nodes at `prefix` and below it (an empty trace when none ran there)."""
+        inside = tuple(n for n in self.nodes if n.path == prefix or n.path.startswith(prefix + "."))
+        return self._with_nodes(inside, block=prefix)
+
+    def _with_nodes(self, nodes: tuple[Node, ...], block: str | None = None) -> "Trace":
+        return Trace(
+            component=self.component,
+            model=self.model,
+            weights=self.weights,
+            inputs=self.inputs,
+            total_params=self.total_params,
+            nodes=nodes,
+            dtype=self.dtype,
+            versions=self.versions,
+            tokens=self.tokens,
+            block=self.block if block is None else block,
+            schema=self.schema,
+        )
+
+    # -- JSON ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema": self.schema,
+            "component": self.component,
+            "model": self.model,
+            "weights": self.weights,
+            "dtype": self.dtype,
+            "inputs": {k: list(v) for k, v in self.inputs.items()},
+            "total_params": self.total_params,
+            "versions": dict(self.versions),
+        }
+        if self.block:
+            d["block"] = self.block
+        if self.tokens:
+            d["tokens"] = [dict(t) for t in self.tokens]
+        d["nodes"] = [n.to_dict() for n in self.nodes]
+        return d
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trace":
+        if d.get("schema") != SCHEMA:
+            raise ValueError(f"not an {SCHEMA} record (schema: {d.get('schema')!r})")
+        return cls(
+            component=d["component"],
+            model=d["model"],
+            weights=d["weights"],
+            inputs={k: tuple(v) for k, v in d["inputs"].items()},
+            total_params=d["total_params"],
+            nodes=tuple(Node.from_dict(n) for n in d["nodes"]),
+            dtype=d.get("dtype", "float32"),
+            versions=dict(d.get("versions", {})),
+            tokens=tuple(d.get("tokens", ())),
+            block=d.get("block", ""),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Trace":
+        return cls.from_dict(json.loads(text))
+
+    # -- display in Jupyter: the terminal tree, rendered as HTML ------------------------------
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        from explorer.views.tree import notebook_bundle  # the view is loaded only when displayed
+
+        return notebook_bundle(self)

@@ -1,0 +1,297 @@
+"""The terminal tree: one line per node (name, type, input → output, params), indented by depth.
+
+A node's first tensor argument is its input; the others (a ResnetBlock2D's `temb`, a cross-attention's
+`encoder_hidden_states`, an up block's skip tensors) enter from the side, and are shown on a dim line
+under the node, where they enter. Outputs after the first (a down block's skip tensors) likewise.
+Steps (attention's heads and scores, the VAE's sample) are drawn in italics with what they compute.
+
+Pure functions of a `Trace`; the same lines render in a terminal and, as HTML, in Jupyter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.text import Text
+
+from explorer.record import Node, Trace, shape_str
+
+WEIGHT_WORDS = {
+    "meta": "meta device: exact shapes, no weights",
+    "random": "random weights",
+    "pretrained": "pretrained weights",
+}
+
+# Colour by what a layer does, read off its class name (works for any model, not only SD1.5).
+_STYLES = (
+    (("Conv",), "cyan"),
+    (("Norm",), "green"),
+    (("Attention", "Attn", "Transformer"), "magenta"),
+    (("Linear", "Embedding", "GEGLU", "MLP", "FeedForward"), "yellow"),
+    (("SiLU", "GELU", "Activation", "Dropout", "Identity"), "bright_black"),
+    (("Block", "Encoder", "Decoder", "Model", "Timestep", "Upsample", "Downsample"), "bold blue"),
+)
+
+
+def type_style(node: Node) -> str:
+    if node.is_step:
+        return "italic bright_magenta"
+    for words, style in _STYLES:
+        if any(w in node.type for w in words):
+            return style
+    return ""
+
+
+def fmt_params(n: int) -> str:
+    """859520964 -> '859.5M', 410880 -> '410.9K', 640 -> '640'."""
+    for size, unit in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K")):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def fmt_shape(shape) -> str:
+    """[2,320,64,64]; a tuple of shapes with repeats folded: ([2,1280,8,8]×3)."""
+    if shape and isinstance(shape[0], tuple):
+        return "(" + fmt_shapes(shape) + ")"
+    return shape_str(shape, compact=True)
+
+
+def fmt_shapes(shapes) -> str:
+    """Several shapes, equal neighbours folded: [2,320,64,64]×2, [2,320,32,32]."""
+    runs: list[list] = []
+    for s in shapes:
+        if runs and runs[-1][0] == s:
+            runs[-1][1] += 1
+        else:
+            runs.append([s, 1])
+    return ", ".join(shape_str(s, compact=True) + (f"×{n}" if n > 1 else "") for s, n in runs)
+
+
+def _shapes(node: Node) -> str:
+    first_in = next(iter(node.inputs.values()), None)
+    left = fmt_shape(first_in) if first_in is not None else ""
+    right = fmt_shape(node.outputs[0]) if node.outputs else ""
+    if len(node.outputs) > 1:
+        right += f" +{len(node.outputs) - 1}"
+    return f"{left} → {right}" if left else right
+
+
+def _side_lines(node: Node, room: int) -> list[str]:
+    """What enters from the side and what else leaves: '+ temb [2,1280]', 'also out: ...'.
+    Side inputs share a line while they fit in `room` characters."""
+    lines: list[str] = []
+    for name, shape in list(node.inputs.items())[1:]:
+        item = f"{name} {fmt_shape(shape)}"
+        if lines and len(lines[-1]) + 3 + len(item) <= room:
+            lines[-1] += " · " + item
+        else:
+            lines.append("+ " + item)
+    if len(node.outputs) > 1:
+        lines.append("also out: " + fmt_shapes(node.outputs[1:]))
+    return lines
+
+
+def _relative_name(node: Node, parent: Node | None, trace: Trace) -> str:
+    if node.path == "":
+        return trace.component
+    if parent is not None and parent.path and node.path.startswith(parent.path + "."):
+        return node.path[len(parent.path) + 1 :]
+    if parent is None and trace.block and node.path.startswith(trace.block + "."):
+        return node.path  # the top of a --block view keeps its full path
+    return node.path
+
+
+def _layout(trace: Trace) -> list[dict[str, Any]]:
+    """Each node with its parent and the tree guides to draw before its name."""
+    rows: list[dict[str, Any]] = []
+    open_levels: list[bool] = []  # per ancestor level: does it still have siblings to come?
+    parents: list[Node] = []
+    nodes = trace.nodes
+    top = trace.root_depth
+    for i, node in enumerate(nodes):
+        level = node.depth - top
+        parents = parents[:level]
+        parent = parents[-1] if parents else None
+        later_sibling = False
+        for later in nodes[i + 1 :]:
+            if later.depth <= node.depth:
+                later_sibling = later.depth == node.depth
+                break
+        open_levels = open_levels[:level]
+        if level == 0:
+            guide = ""
+        else:
+            guide = "".join("│  " if still_open else "   " for still_open in open_levels[1:])
+            guide += "├─ " if later_sibling else "└─ "
+        continuation = "".join("│  " if still_open else "   " for still_open in open_levels[1:])
+        if level > 0:
+            continuation += "│  " if later_sibling else "   "
+        has_children = i + 1 < len(nodes) and nodes[i + 1].depth > node.depth
+        continuation += "│  " if has_children else "   "
+        rows.append(
+            {
+                "node": node,
+                "name": _relative_name(node, parent, trace),
+                "guide": guide,
+                "continuation": continuation,
+            }
+        )
+        open_levels.append(later_sibling)
+        parents.append(node)
+    return rows
+
+
+def header(trace: Trace) -> Text:
+    """One line: component and class, where it came from, its inputs, its parameter count."""
+    root = trace.nodes[0] if trace.nodes and trace.nodes[0].path == "" else None
+    text = Text()
+    text.append(trace.component, style="bold")
+    if root is not None:
+        text.append(f" {root.type}", style="bold blue")
+    text.append(f" · {trace.model} · {WEIGHT_WORDS.get(trace.weights, trace.weights)}", style="dim")
+    text.append("\n")
+    text.append("in: ", style="dim")
+    text.append("  ".join(f"{k} {fmt_shape(v)}" for k, v in trace.inputs.items()))
+    text.append(f" · {trace.total_params:,} params", style="dim")
+    if trace.block:
+        text.append(f"\nblock {trace.block}", style="bold")
+    return text
+
+
+def tree_lines(trace: Trace, width: int = 100) -> list[Text]:
+    rows = _layout(trace)
+    if not rows:
+        return []
+    name_w = max(len(r["guide"]) + len(r["name"]) + (9 if r["node"].call else 0) for r in rows)
+    type_w = max(len(r["node"].label if r["node"].is_step else r["node"].type) for r in rows)
+    shapes = [_shapes(r["node"]) for r in rows]
+    shape_w = max(len(s) for s in shapes)
+    lines = [
+        Text.assemble(
+            ("module".ljust(name_w), "bold dim"),
+            "  ",
+            ("type".ljust(type_w), "bold dim"),
+            "  ",
+            ("input → output".ljust(shape_w), "bold dim"),
+            "  ",
+            ("params", "bold dim"),
+        )
+    ]
+    for row, shape in zip(rows, shapes):
+        node: Node = row["node"]
+        line = Text(row["guide"], style="bright_black")
+        line.append(row["name"], style="italic" if node.is_step else ("bold" if node.depth == trace.root_depth else ""))
+        if node.call:
+            line.append(f" (call {node.call + 1})", style="dim")
+        line.pad_right(name_w - len(line))
+        line.append("  ")
+        line.append((node.label if node.is_step else node.type).ljust(type_w), style=type_style(node))
+        line.append("  ")
+        line.append(shape.ljust(shape_w))
+        line.append("  ")
+        if not node.is_step and node.call == 0:
+            line.append(fmt_params(node.params).rjust(6), style="dim" if node.params == 0 else "")
+        lines.append(line)
+        for extra in _side_lines(node, room=width - name_w - 2):
+            lines.append(
+                Text.assemble(
+                    (row["continuation"], "bright_black"),
+                    (" " * max(0, name_w - len(row["continuation"]) + 2)),
+                    (extra, "dim cyan"),
+                )
+            )
+    return lines
+
+
+def tokens_view(tokens: tuple[dict[str, Any], ...], width: int = 100) -> Group:
+    """Each prompt's tokenization: position, vocabulary entry and id of every real token; the
+    padding summarized; a warning naming what truncation dropped."""
+    parts: list[Any] = []
+    for record in tokens:
+        ids, toks, length = record["ids"], record["tokens"], record["length"]
+        padding = len(ids) - length
+        title = Text()
+        title.append("prompt ", style="dim")
+        title.append(repr(record["prompt"]), style="bold")
+        title.append(
+            f"  → {length} tokens (start + {length - 2} + end) + {padding} padding = {len(ids)}", style="dim"
+        )
+        parts.append(title)
+        row_pos, row_tok, row_id = Text("pos   ", "dim"), Text("token ", "dim"), Text("id    ", "dim")
+        for pos in range(length):
+            word = toks[pos].replace("</w>", "")
+            cell = max(len(toks[pos]), len(str(ids[pos])), len(str(pos))) + 2
+            if len(row_tok) + cell > width:  # wrap: start a new block of three rows
+                parts.extend([row_pos, row_tok, row_id])
+                row_pos, row_tok, row_id = Text("      "), Text("      "), Text("      ")
+            row_pos.append(str(pos).ljust(cell), "dim")
+            special = toks[pos].startswith("<|")
+            row_tok.append(word, "bold yellow" if special else "bold")
+            row_tok.append("</w>" if toks[pos].endswith("</w>") else "", "dim")
+            row_tok.append(" " * (cell - len(toks[pos])))
+            row_id.append(str(ids[pos]).ljust(cell), "cyan")
+        parts.extend([row_pos, row_tok, row_id])
+        if padding:
+            parts.append(
+                Text(f"{length}–{len(ids) - 1}: {toks[-1]} {ids[-1]} × {padding} (padding to {len(ids)})", "dim")
+            )
+        if record.get("dropped_count"):
+            parts.append(
+                Text(
+                    f"⚠ this prompt is {record['dropped_count']} tokens too long: CLIP keeps {len(ids) - 2} and "
+                    f"drops: {record['dropped']!r}",
+                    "bold red",
+                )
+            )
+        parts.append(Text(""))
+    return Group(*parts)
+
+
+def render(trace: Trace, hidden: int = 0) -> Group:
+    """Header, the tokenization (CLIP), the tree, and a footer saying what is not shown."""
+    parts: list[Any] = [header(trace), Text("")]
+    if trace.tokens and not trace.block:
+        parts.append(tokens_view(trace.tokens))
+    parts.extend(tree_lines(trace))
+    if hidden:
+        parts.append(Text(f"\n{hidden:,} deeper nodes not shown: raise --depth to see them.", "dim"))
+    return Group(*parts)
+
+
+def to_text(trace: Trace, width: int = 100, hidden: int = 0, color: bool = False) -> str:
+    """The rendered tree as plain text (or with ANSI colours)."""
+    console = Console(width=width, record=True, file=_Null(), color_system="standard" if color else None)
+    console.print(render(trace, hidden), overflow="ignore", crop=False, soft_wrap=True)
+    return console.export_text(styles=color)
+
+
+NOTEBOOK_MAX_NODES = 200
+
+
+def notebook_bundle(trace: Trace) -> dict[str, str]:
+    """What Jupyter shows for a Trace: the tree as HTML (and text). A big trace shows its top
+    levels and says how to see more."""
+    shown, depth = trace, trace.max_depth
+    while len(shown.nodes) > NOTEBOOK_MAX_NODES and depth > 1:
+        depth -= 1
+        shown = trace.upto(depth)
+    hidden = len(trace.nodes) - len(shown.nodes)
+    console = Console(width=120, record=True, file=_Null(), color_system="truecolor")
+    console.print(render(shown), overflow="ignore", crop=False, soft_wrap=True)
+    if hidden:
+        console.print(
+            Text(f"{hidden:,} deeper nodes not shown: trace.upto({depth + 1}) or trace.subtree(path) shows them.", "dim")
+        )
+    return {"text/plain": console.export_text(clear=False), "text/html": console.export_html(inline_styles=True)}
+
+
+class _Null:
+    """A file that drops what is written: the console only records."""
+
+    def write(self, s: str) -> int:
+        return len(s)
+
+    def flush(self) -> None:
+        pass

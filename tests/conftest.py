@@ -1,0 +1,131 @@
+"""Shared fixtures: SD1.5 traces on the meta device (exact shapes, under a second each), and tiny
+models built, saved and reloaded the real way (save_pretrained, safetensors single files)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def unet_trace():
+    from explorer import trace
+
+    return trace("unet")
+
+
+@pytest.fixture(scope="session")
+def vae_trace():
+    from explorer import trace
+
+    return trace("vae")
+
+
+@pytest.fixture(scope="session")
+def clip_trace():
+    from explorer import trace
+
+    return trace("clip", prompt="a photo of an astronaut riding a horse")
+
+
+def first(trace, predicate):
+    """The first node (in call order) for which predicate(node) holds."""
+    for node in trace.nodes:
+        if predicate(node):
+            return node
+    raise AssertionError("no node matches")
+
+
+def of_type(trace, type_name):
+    return [n for n in trace.nodes if n.type == type_name]
+
+
+# -- tiny models on disk ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """The tiny preset's UNet, VAE and text encoder with random weights (real tensors)."""
+    from explorer.loading import build
+    from explorer.specs import TINY
+
+    return {c: build(c, TINY.config(c), "random", seed=i) for i, c in enumerate(("unet", "vae", "clip"))}
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory, tiny_models):
+    """A diffusers pipeline folder written by StableDiffusionPipeline.save_pretrained."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    from explorer.specs import TINY
+    from explorer.tokenizer import clip_tokenizer
+
+    pipe = StableDiffusionPipeline(
+        vae=tiny_models["vae"],
+        text_encoder=tiny_models["clip"],
+        tokenizer=clip_tokenizer(),
+        unet=tiny_models["unet"],
+        scheduler=PNDMScheduler.from_config(dict(TINY.scheduler)),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    folder = tmp_path_factory.mktemp("tiny-pipeline")
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_original_file(tmp_path_factory, tiny_models):
+    """The tiny model as one .safetensors file in the original CompVis / SD single-file layout."""
+    from safetensors.torch import save_file
+
+    from explorer.naming import to_original_checkpoint
+    from explorer.specs import TINY
+
+    state = to_original_checkpoint(
+        tiny_models["unet"].state_dict(),
+        tiny_models["vae"].state_dict(),
+        tiny_models["clip"].state_dict(),
+        TINY.config("unet"),
+        TINY.config("vae"),
+    )
+    path = tmp_path_factory.mktemp("tiny-single") / "tiny-original.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fake_hub_cache(tmp_path_factory, tiny_folder):
+    """A Hugging Face cache holding the tiny folder as the snapshot of `sd-explorer-test/tiny`."""
+    import shutil
+
+    cache = tmp_path_factory.mktemp("hf-cache")
+    repo = cache / "models--sd-explorer-test--tiny"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_folder, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    return cache
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())

@@ -256,7 +256,8 @@ def render(trace: Trace, hidden: int = 0) -> Group:
         parts.append(tokens_view(trace.tokens))
     parts.extend(tree_lines(trace))
     if hidden:
-        parts.append(Text(f"\n{hidden:,} deeper nodes not shown: raise --depth to see them.", "dim"))
+        nodes = "node" if hidden == 1 else "nodes"
+        parts.append(Text(f"\n{hidden:,} deeper {nodes} not shown: raise --depth to see them.", "dim"))
     return Group(*parts)
 
 

@@ -162,24 +162,38 @@ def _explore(
         check_batch(batch)
 
         with err.status(f"Tracing the {component} of {model} ({weights.value} weights)…", spinner="dots"):
-            from explorer.explore import trace
+            from explorer.explore import trace_loaded
+            from explorer.loading import load
 
-            record = trace(
+            loaded = load(
                 component,
                 model,
                 weights=weights.value,
-                height=height,
-                width=width,
-                batch=batch,
-                prompt=DEFAULT_PROMPT if prompt is None else prompt,
-                negative_prompt=negative_prompt,
                 config=config,
                 allow_pickle=allow_pickle,
                 allow_download=allow_download,
                 seed=seed,
             )
+            record = trace_loaded(
+                loaded,
+                height=height,
+                width=width,
+                batch=batch,
+                prompt=DEFAULT_PROMPT if prompt is None else prompt,
+                negative_prompt=negative_prompt,
+                seed=seed,
+            )
+        for note in loaded.notes:  # stderr: stdout holds only the tree or the JSON
+            err.print(note, style="dim", highlight=False)
         if as_json:
             shown = narrow(record, block, depth) if (block or depth is not None) else record
+            for tokens in record.tokens:
+                if tokens["dropped_count"]:
+                    err.print(
+                        f"Warning: the prompt is {tokens['dropped_count']} tokens too long; CLIP drops "
+                        f"{tokens['dropped']!r}.",
+                        highlight=False,
+                    )
             sys.stdout.write(shown.to_json() + "\n")
             return
         from explorer.views.tree import render

@@ -164,10 +164,10 @@ def tree_lines(trace: Trace, width: int = 100) -> list[Text]:
     rows = _layout(trace)
     if not rows:
         return []
-    name_w = max(len(r["guide"]) + len(r["name"]) + (9 if r["node"].call else 0) for r in rows)
-    type_w = max(len(r["node"].label if r["node"].is_step else r["node"].type) for r in rows)
+    name_w = max(len("module"), *(len(r["guide"]) + len(r["name"]) + (9 if r["node"].call else 0) for r in rows))
+    type_w = max(len("type"), *(len(r["node"].label if r["node"].is_step else r["node"].type) for r in rows))
     shapes = [_shapes(r["node"]) for r in rows]
-    shape_w = max(len(s) for s in shapes)
+    shape_w = max(len("input → output"), *(len(s) for s in shapes))
     lines = [
         Text.assemble(
             ("module".ljust(name_w), "bold dim"),

@@ -93,16 +93,16 @@ def trace_loaded(
     batch = batch or DEFAULT_BATCH[component]
     fields: dict[str, Any] = {"component": component, "model": loaded.source.label, "weights": loaded.weights}
     if component == "unet":
-        run = _unet_run(loaded, height, width, batch, seed)
+        inputs, run = _unet_run(loaded, height, width, batch, seed)
     elif component == "vae":
-        run = _vae_run(loaded, height, width, batch, seed)
+        inputs, run = _vae_run(loaded, height, width, batch, seed)
     else:
-        run, tokens = _clip_run(loaded, batch, prompt, negative_prompt)
+        inputs, run, tokens = _clip_run(loaded, batch, prompt, negative_prompt)
         fields["tokens"] = tuple(tokens)
-    return record(loaded.model, run, **fields)
+    return record(loaded.model, inputs, run, **fields)
 
 
-# -- drivers: each returns run() -> (inputs by name, output) ----------------------------------------
+# -- drivers: each returns the inputs by name and run() -> the output ----------------------------------------
 
 
 def _tensor_factory(loaded: Loaded, seed: int):
@@ -134,14 +134,13 @@ def _unet_run(loaded: Loaded, height: int, width: int, batch: int, seed: int):
     context = randn(batch, context_length(loaded.source), cfg["cross_attention_dim"])  # (B, 77, 768) prompt
 
     def run():
-        out = unet(sample, timestep, encoder_hidden_states=context)
-        return {"sample": sample, "timestep": timestep, "encoder_hidden_states": context}, out
+        return unet(sample, timestep, encoder_hidden_states=context)
 
-    return run
+    return {"sample": sample, "timestep": timestep, "encoder_hidden_states": context}, run
 
 
 def _vae_run(loaded: Loaded, height: int, width: int, batch: int, seed: int):
-    from explorer.tracing import record_step
+    from explorer.recorder import manual_steps, record_step
 
     cfg, vae = loaded.config, loaded.model
     randn, _ = _tensor_factory(loaded, seed)
@@ -149,48 +148,48 @@ def _vae_run(loaded: Loaded, height: int, width: int, batch: int, seed: int):
     factor = vae.config.scaling_factor
 
     def run():
-        posterior = vae.encode(image).latent_dist  # encoder + quant_conv -> (B, 8, H/8, W/8) moments
-        record_step(
-            "mean_logvar",
-            "SplitMeanLogVar",
-            {"moments": posterior.parameters},
-            (posterior.mean, posterior.logvar),
-            label=f"{posterior.parameters.shape[1]} channels → mean, log-variance",
-            note="The encoder does not output a point but a Gaussian: half the channels are its mean, "
-            "half its log-variance (clamped to [-30, 20]).",
-        )
-        eps = randn(*posterior.mean.shape)  # ε ~ N(0, I)
-        z = posterior.mean + posterior.std * eps  # the reparameterization trick: std = exp(0.5·logvar)
-        record_step(
-            "sample",
-            "Reparameterize",
-            {"mean": posterior.mean, "logvar": posterior.logvar, "eps": eps},
-            z,
-            label="z = mean + exp(0.5·logvar)·ε",
-            note="A sample of the Gaussian written so gradients flow through mean and logvar: ε carries the randomness.",
-        )
-        latents = z * factor
-        record_step(
-            "scale",
-            "ScaleLatents",
-            {"z": z},
-            latents,
-            label=f"z × {factor}",
-            note=f"Scaled by {factor} so the latents have roughly unit variance: this is what the UNet sees.",
-        )
-        z = latents / factor
-        record_step(
-            "unscale",
-            "UnscaleLatents",
-            {"latents": latents},
-            z,
-            label=f"latents ÷ {factor}",
-            note="Before decoding, the pipeline undoes the scaling.",
-        )
-        decoded = vae.decode(z).sample  # post_quant_conv + decoder -> (B, 3, H, W)
-        return {"sample": image}, decoded
+        with manual_steps():  # the steps below are recorded explicitly, not as torch operations
+            posterior = vae.encode(image).latent_dist  # encoder + quant_conv -> (B, 8, H/8, W/8) moments
+            record_step(
+                "mean_logvar",
+                "SplitMeanLogVar",
+                {"moments": posterior.parameters},
+                (posterior.mean, posterior.logvar),
+                label=f"{posterior.parameters.shape[1]} channels → mean, log-variance",
+                note="The encoder does not output a point but a Gaussian: half the channels are its mean, "
+                "half its log-variance (clamped to [-30, 20]).",
+            )
+            eps = randn(*posterior.mean.shape)  # ε ~ N(0, I)
+            z = posterior.mean + posterior.std * eps  # the reparameterization trick: std = exp(0.5·logvar)
+            record_step(
+                "sample",
+                "Reparameterize",
+                {"mean": posterior.mean, "logvar": posterior.logvar, "eps": eps},
+                z,
+                label="z = mean + exp(0.5·logvar)·ε",
+                note="A sample of the Gaussian written so gradients flow through mean and logvar: ε carries the randomness.",
+            )
+            latents = z * factor
+            record_step(
+                "scale",
+                "ScaleLatents",
+                {"z": z},
+                latents,
+                label=f"z × {factor}",
+                note=f"Scaled by {factor} so the latents have roughly unit variance: this is what the UNet sees.",
+            )
+            z = latents / factor
+            record_step(
+                "unscale",
+                "UnscaleLatents",
+                {"latents": latents},
+                z,
+                label=f"latents ÷ {factor}",
+                note="Before decoding, the pipeline undoes the scaling.",
+            )
+            return vae.decode(z).sample  # post_quant_conv + decoder -> (B, 3, H, W)
 
-    return run
+    return {"sample": image}, run
 
 
 def _clip_run(loaded: Loaded, batch: int, prompt: str, negative_prompt: str):
@@ -207,10 +206,10 @@ def _clip_run(loaded: Loaded, batch: int, prompt: str, negative_prompt: str):
     clip = loaded.model
 
     def run():
-        return {"input_ids": input_ids}, clip(input_ids=input_ids)
+        return clip(input_ids=input_ids)
 
     unique = {r["prompt"]: r for r in records}  # each distinct prompt once
-    return run, list(unique.values())
+    return {"input_ids": input_ids}, run, list(unique.values())
 
 
 # -- narrowing a trace for display ------------------------------------------------------------------

@@ -102,6 +102,53 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Edge:
+    """A tensor going from the node that made it to a node that used it.
+
+    `src_port` is the index of the producer's output ("0", "1", ...); when `src` is "" the tensor
+    is one of the component's own inputs and `src_port` is its name. `dst_port` is the argument
+    name at the consumer ("hidden_states", "res_hidden_states_tuple[2]"). A `returned` edge ends at
+    the module that returns the tensor: `dst_port` is then the index of that module's output.
+    """
+
+    src: str
+    src_call: int
+    src_port: str
+    dst: str
+    dst_call: int
+    dst_port: str
+    shape: Shape
+    returned: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "src": self.src,
+            "src_call": self.src_call,
+            "src_port": self.src_port,
+            "dst": self.dst,
+            "dst_call": self.dst_call,
+            "dst_port": self.dst_port,
+            "shape": list(self.shape),
+        }
+        if self.returned:
+            d["returned"] = True
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Edge":
+        return cls(
+            src=d["src"],
+            src_call=d["src_call"],
+            src_port=d["src_port"],
+            dst=d["dst"],
+            dst_call=d["dst_call"],
+            dst_port=d["dst_port"],
+            shape=tuple(d["shape"]),
+            returned=d.get("returned", False),
+        )
+
+
+@dataclass(frozen=True)
 class Trace:
     """Everything recorded from one forward pass of one component."""
 
@@ -111,6 +158,7 @@ class Trace:
     inputs: dict[str, Shape]  # what the component was called with
     total_params: int
     nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...] = ()  # the data flow between nodes, see Edge
     dtype: str = "float32"
     versions: dict[str, str] = field(default_factory=dict)  # torch / diffusers / transformers / sd-explorer
     tokens: tuple[dict[str, Any], ...] = ()  # clip: the tokenized prompts, see explorer.tokenizer
@@ -159,6 +207,9 @@ class Trace:
         return self._with_nodes(inside, block=prefix)
 
     def _with_nodes(self, nodes: tuple[Node, ...], block: str | None = None) -> "Trace":
+        """A Trace of `nodes` and the edges between them."""
+        keys = {(n.path, n.call) for n in nodes}
+        edges = tuple(e for e in self.edges if (e.src, e.src_call) in keys and (e.dst, e.dst_call) in keys)
         return Trace(
             component=self.component,
             model=self.model,
@@ -166,6 +217,7 @@ class Trace:
             inputs=self.inputs,
             total_params=self.total_params,
             nodes=nodes,
+            edges=edges,
             dtype=self.dtype,
             versions=self.versions,
             tokens=self.tokens,
@@ -191,6 +243,7 @@ class Trace:
         if self.tokens:
             d["tokens"] = [dict(t) for t in self.tokens]
         d["nodes"] = [n.to_dict() for n in self.nodes]
+        d["edges"] = [e.to_dict() for e in self.edges]
         return d
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -207,6 +260,7 @@ class Trace:
             inputs={k: tuple(v) for k, v in d["inputs"].items()},
             total_params=d["total_params"],
             nodes=tuple(Node.from_dict(n) for n in d["nodes"]),
+            edges=tuple(Edge.from_dict(e) for e in d.get("edges", ())),
             dtype=d.get("dtype", "float32"),
             versions=dict(d.get("versions", {})),
             tokens=tuple(d.get("tokens", ())),

@@ -37,7 +37,7 @@ def test_3_1_embeddings(clip_trace):
 def test_3_2_encoder_layer(clip_trace):
     layer = first(clip_trace, lambda n: n.type == "CLIPEncoderLayer")
     kids = [n.type for n in clip_trace.subtree(layer.path).nodes if n.depth == layer.depth + 1]
-    assert kids == ["LayerNorm", "CLIPAttention", "LayerNorm", "CLIPMLP"]
+    assert kids == ["LayerNorm", "CLIPAttention", "Add", "LayerNorm", "CLIPMLP", "Add"]  # pre-norm, residuals
     attn = first(clip_trace.subtree(layer.path), lambda n: n.type == "CLIPAttention")
     steps = {n.name: n for n in clip_trace.subtree(attn.path).nodes if n.kind == "step"}
     assert steps["split_heads"].outputs == ((2, 12, 77, 64),) * 3  # 12 heads of 64

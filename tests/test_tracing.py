@@ -83,10 +83,10 @@ def test_a_failing_forward_names_the_module_and_still_cleans_up():
     wrong = torch.randn(2, 3, 8, 8)  # 3 channels where conv_in expects 4
 
     def run():
-        return {"sample": wrong}, loaded.model(wrong, torch.tensor([1, 1]), torch.randn(2, 77, 16))
+        return loaded.model(wrong, torch.tensor([1, 1]), torch.randn(2, 77, 16))
 
     with pytest.raises(TraceError, match=r"conv_in \(Conv2d\)"):
-        record(loaded.model, run, component="unet", model="tiny", weights="random")
+        record(loaded.model, {"sample": wrong}, run, component="unet", model="tiny", weights="random")
     assert _state(loaded.model) == before
 
 

@@ -128,7 +128,9 @@ def test_1_4_2_transformer_reshapes_to_tokens(unet_trace):
 def test_1_4_2_1_basic_transformer_block_layers(unet_trace):
     block = first(unet_trace, lambda n: n.type == "BasicTransformerBlock")
     kids = [n for n in unet_trace.subtree(block.path).nodes if n.depth == block.depth + 1]
-    assert [n.type for n in kids] == ["LayerNorm", "Attention", "LayerNorm", "Attention", "LayerNorm", "FeedForward"]
+    assert [n.type for n in kids] == [
+        "LayerNorm", "Attention", "Add", "LayerNorm", "Attention", "Add", "LayerNorm", "FeedForward", "Add"
+    ]  # each sub-layer: norm, then the layer, then its residual add
     assert all(n.outputs[0] == (2, 4096, 320) for n in kids)
 
 
@@ -200,7 +202,7 @@ def test_1_8_cross_attn_up_blocks(unet_trace):
     assert len(ups) == 3
     last = ups[-1]
     kids = [n.type for n in unet_trace.subtree(last.path).nodes if n.depth == last.depth + 1]
-    assert kids == ["ResnetBlock2D", "Transformer2DModel"] * 3  # the last one has no Upsample2D
+    assert kids == ["Concat", "ResnetBlock2D", "Transformer2DModel"] * 3  # the last one has no Upsample2D
     first_resnet = first(unet_trace.subtree(last.path), lambda n: n.type == "ResnetBlock2D")
     assert first_resnet.inputs["input_tensor"] == (2, 960, 64, 64)  # 640 + 320 skip
     for up in ups[:-1]:

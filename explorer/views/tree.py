@@ -69,8 +69,18 @@ def fmt_shapes(shapes) -> str:
     return ", ".join(shape_str(s, compact=True) + (f"×{n}" if n > 1 else "") for s, n in runs)
 
 
+def _inputs(node: Node) -> list[tuple[str, Any]]:
+    """The node's inputs; a first input that is a tuple (a concat's tensors) counts as its items."""
+    items = list(node.inputs.items())
+    if items and items[0][1] and isinstance(items[0][1][0], tuple):
+        name, shapes = items[0]
+        items = [(f"{name}[{i}]", s) for i, s in enumerate(shapes)] + items[1:]
+    return items
+
+
 def _shapes(node: Node) -> str:
-    first_in = next(iter(node.inputs.values()), None)
+    inputs = _inputs(node)
+    first_in = inputs[0][1] if inputs else None
     left = fmt_shape(first_in) if first_in is not None else ""
     right = fmt_shape(node.outputs[0]) if node.outputs else ""
     if len(node.outputs) > 1:
@@ -82,7 +92,7 @@ def _side_lines(node: Node, room: int) -> list[str]:
     """What enters from the side and what else leaves: '+ temb [2,1280]', 'also out: ...'.
     Side inputs share a line while they fit in `room` characters."""
     lines: list[str] = []
-    for name, shape in list(node.inputs.items())[1:]:
+    for name, shape in _inputs(node)[1:]:
         item = f"{name} {fmt_shape(shape)}"
         if lines and len(lines[-1]) + 3 + len(item) <= room:
             lines[-1] += " · " + item

@@ -186,6 +186,11 @@ class Recorder:
         self.calls: Counter[str] = Counter()
         self.last: dict[str, Any] | None = None  # the node entered most recently
         self._made: dict[int, tuple[weakref.ref, int, str]] = {}  # id(tensor) -> (ref, node index, port)
+        # Buffers (constants stored in a module, like CLIP's position_ids) and what is sliced from them:
+        # when one is first used, a "Buffer" step makes it a source of edges like any node.
+        self._buffers: dict[int, tuple[weakref.ref, str]] = {
+            id(b): (weakref.ref(b), name) for name, b in model.named_buffers()
+        }
 
     def params_of(self, module: nn.Module) -> int:
         key = id(module)
@@ -194,6 +199,19 @@ class Recorder:
         return self._params[key]
 
     # tensor provenance ----------------------------------------------------------------------------
+
+    def _buffer_step(self, obj: Any) -> tuple[int, str] | None:
+        """A tensor from a module buffer, used for the first time: record a Buffer step making it."""
+        entry = self._buffers.get(id(obj))
+        if entry is None or entry[0]() is not obj or not self.stack:
+            return None
+        name = entry[1]
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        if not (self.stack[-1]["path"] == owner or not owner):
+            return None  # only where the module that owns it uses it
+        self.step(name.rsplit(".", 1)[-1], "Buffer", {}, obj, name.rsplit(".", 1)[-1],
+                  "A constant stored in the module (a buffer), not learned.")
+        return self.producer(obj)
 
     def producer(self, obj: Any) -> tuple[int, str] | None:
         key = obj.source if isinstance(obj, Virtual) and obj.source is not None else obj
@@ -211,9 +229,7 @@ class Recorder:
     def enter(
         self, path: str, type_: str, inputs: dict[str, Any], params: int, kind: str = "module", **flags: Any
     ) -> dict:
-        index = len(self.nodes)
         node = {
-            "index": index,
             "path": path,
             "type": type_,
             "kind": kind,
@@ -228,11 +244,15 @@ class Recorder:
             "manual": False,
             **flags,
         }
-        for name, value in inputs.items():  # edges from whoever made each input
+        sources = []  # who made each input (a Buffer step may be recorded first, before this node)
+        for name, value in inputs.items():
             items = [(name, value)] if _is_shaped(value) else [(f"{name}[{k}]", v) for k, v in enumerate(value)]
             for port, obj in items:
-                if (source := self.producer(obj)) is not None:
-                    self.edges.append((source[0], source[1], index, port, _shape(obj), False))
+                if (source := self.producer(obj) or self._buffer_step(obj)) is not None:
+                    sources.append((source, port, _shape(obj)))
+        index = node["index"] = len(self.nodes)
+        for (src, src_port), port, shape in sources:
+            self.edges.append((src, src_port, index, port, shape, False))
         self.calls[path] += 1
         self.nodes.append(node)
         self.stack.append(node)
@@ -311,6 +331,11 @@ class Recorder:
     def _pass_through(self, name: str, ins: list, outs: list) -> None:
         source = next((s for s in map(self.producer, ins) if s is not None), None)
         if source is None:
+            for i in ins:  # a slice of a buffer is still that buffer
+                if (entry := self._buffers.get(id(i))) is not None and entry[0]() is i:
+                    for o in outs:
+                        self._buffers[id(o)] = (weakref.ref(o), entry[1])
+                    break
             return
         last = self.nodes[-1] if self.nodes else None
         for o in outs:

@@ -135,3 +135,11 @@ def test_another_layout_records_its_own_flow():
     assert len(down0.outputs) == 1 + 4  # output + 3 resnets/attentions + downsampler
     skips = [e for e in t.edges if "res_hidden_states_tuple" in e.dst_port and e.dst.count(".") == 1]
     assert len(skips) == 16  # 4 per up block
+
+
+def test_a_buffer_used_by_its_module_is_a_source(clip_trace):
+    """CLIP's position ids are a buffer: a Buffer step makes them, the position embedding reads them."""
+    buffer = next(n for n in clip_trace.nodes if n.type == "Buffer")
+    assert buffer.path.endswith("position_ids") and buffer.outputs == ((1, 77),)
+    position = next(n for n in clip_trace.nodes if n.path.endswith("position_embedding"))
+    assert [e.src for e in incoming(clip_trace, position.path)] == [buffer.path]

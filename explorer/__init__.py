@@ -6,10 +6,12 @@
     (2, 320, 32, 32)
     >>> unet.upto(2)                                     # in Jupyter: the tree, two levels deep
     >>> print(explorer.tree(unet.subtree("mid_block").upto(1)))
+    >>> explorer.diagram(unet, "down_blocks.1.resnets.0")  # in Jupyter: the figure, drawn by Graphviz
 
 Importing this package is cheap: torch and diffusers load on the first trace.
 """
 
+from explorer.diagrams import Diagram, diagram
 from explorer.errors import ExplorerError
 from explorer.explore import narrow, trace
 from explorer.loading import load
@@ -21,6 +23,8 @@ __all__ = [
     "narrow",
     "load",
     "tree",
+    "diagram",
+    "Diagram",
     "tokenize",
     "Trace",
     "Node",

@@ -65,7 +65,7 @@ def attention_steps(
         "AttentionScores",
         {"query": q, "key": k},
         scores,
-        label=f"softmax(QKᵀ/√{d})",
+        label=f"softmax(QKᵀ/√{d}" + (" + causal mask)" if causal else ")"),
         note=f"Per head, each of the {n_q} query tokens gets one score per key token ({n_k}), "
         f"and softmax turns them into weights: a token attends to {attends_to}.",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
@@ -130,61 +131,79 @@ def user_errors() -> Iterator[None]:
         raise
 
 
+def _check_cheap(component: str, depth: int | None, height: int | None, width: int | None, batch: int | None):
+    """The checks that need no model: a typo should not cost the torch import."""
+    from explorer.explore import check_batch, check_size
+
+    if depth is not None and depth < 0:
+        raise ExplorerError(
+            f"--depth must be 0 or more, got {depth}: 0 shows the {component} alone, 1 its blocks, "
+            "2 their layers, and so on."
+        )
+    check_size("height", height)
+    check_size("width", width)
+    check_batch(batch)
+
+
+def _trace(
+    component: str,
+    *,
+    model: str,
+    config: str | None,
+    weights: Weights,
+    height: int | None = None,
+    width: int | None = None,
+    batch: int | None = None,
+    allow_pickle: bool = False,
+    allow_download: bool = False,
+    seed: int = 0,
+    prompt: str | None = None,
+    negative_prompt: str = "",
+):
+    """Load and trace one component, with a spinner on stderr; notices go to stderr too."""
+    with err.status(f"Tracing the {component} of {model} ({weights.value} weights)…", spinner="dots"):
+        from explorer.explore import DEFAULT_PROMPT, trace_loaded
+        from explorer.loading import load
+
+        loaded = load(
+            component,
+            model,
+            weights=weights.value,
+            config=config,
+            allow_pickle=allow_pickle,
+            allow_download=allow_download,
+            seed=seed,
+        )
+        record = trace_loaded(
+            loaded,
+            height=height,
+            width=width,
+            batch=batch,
+            prompt=DEFAULT_PROMPT if prompt is None else prompt,
+            negative_prompt=negative_prompt,
+            seed=seed,
+        )
+    for note in loaded.notes:  # stderr: stdout holds only the tree or the JSON
+        err.print(note, style="dim", highlight=False)
+    return record
+
+
 def _explore(
     component: str,
     *,
     depth: int | None,
     block: str | None,
-    model: str,
-    config: str | None,
-    weights: Weights,
+    as_json: bool,
     height: int | None,
     width: int | None,
     batch: int | None,
-    as_json: bool,
-    allow_pickle: bool,
-    allow_download: bool,
-    seed: int,
-    prompt: str | None = None,
-    negative_prompt: str = "",
+    **load_options,
 ) -> None:
     with user_errors():
-        from explorer.explore import DEFAULT_PROMPT, check_batch, check_size, narrow
+        from explorer.explore import narrow
 
-        # Cheap checks first: a typo should not cost the torch import.
-        if depth is not None and depth < 0:
-            raise ExplorerError(
-                f"--depth must be 0 or more, got {depth}: 0 shows the {component} alone, 1 its blocks, "
-                "2 their layers, and so on."
-            )
-        check_size("height", height)
-        check_size("width", width)
-        check_batch(batch)
-
-        with err.status(f"Tracing the {component} of {model} ({weights.value} weights)…", spinner="dots"):
-            from explorer.explore import trace_loaded
-            from explorer.loading import load
-
-            loaded = load(
-                component,
-                model,
-                weights=weights.value,
-                config=config,
-                allow_pickle=allow_pickle,
-                allow_download=allow_download,
-                seed=seed,
-            )
-            record = trace_loaded(
-                loaded,
-                height=height,
-                width=width,
-                batch=batch,
-                prompt=DEFAULT_PROMPT if prompt is None else prompt,
-                negative_prompt=negative_prompt,
-                seed=seed,
-            )
-        for note in loaded.notes:  # stderr: stdout holds only the tree or the JSON
-            err.print(note, style="dim", highlight=False)
+        _check_cheap(component, depth, height, width, batch)
+        record = _trace(component, height=height, width=width, batch=batch, **load_options)
         if as_json:
             shown = narrow(record, block, depth) if (block or depth is not None) else record
             for tokens in record.tokens:
@@ -270,6 +289,82 @@ def clip(
     prompt is longer than 75 tokens.
     """
     _explore("clip", height=None, width=None, **locals())
+
+
+class Component(str, Enum):
+    unet = "unet"
+    vae = "vae"
+    clip = "clip"
+
+
+@app.command()
+def diagram(
+    component: Annotated[Component, typer.Argument(help="Which part to draw.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write it; the extension picks the format: .svg .png .pdf .dot.")
+    ],
+    block: Block = None,
+    depth: Annotated[int, typer.Option("--depth", "-d", help="How many levels below the block to draw.")] = 1,
+    model: Model = "sd15",
+    config: Config = None,
+    weights: WeightsOpt = Weights.meta,
+    height: Height = None,
+    width: Width = None,
+    batch: Batch = None,
+    allow_pickle: AllowPickle = False,
+    allow_download: AllowDownload = False,
+) -> None:
+    """Draw the data flow of a component, or of one --block, as a diagram (Graphviz).
+
+    Every arrow carries the shape of the tensor on it, read off a real forward pass.
+    """
+    with user_errors():
+        from explorer.diagrams import check_writable, diagram as make_diagram, format_of, write
+        from explorer.explore import narrow
+
+        format_of(output)
+        check_writable(output.parent)
+        if depth < 1:
+            raise ExplorerError(f"--depth must be 1 or more for a diagram, got {depth}.")
+        _check_cheap(component.value, None, height, width, batch)
+        record = _trace(
+            component.value,
+            model=model,
+            config=config,
+            weights=weights,
+            height=height,
+            width=width,
+            batch=batch,
+            allow_pickle=allow_pickle,
+            allow_download=allow_download,
+        )
+        if block:
+            narrow(record, block)  # one sentence when --block names nothing
+        write(make_diagram(record, block, depth), output)
+        err.print(f"Wrote {output}", style="dim", highlight=False)
+
+
+@app.command()
+def diagrams(
+    folder: Annotated[Path, typer.Argument(help="Where to write the figures (created if needed).")],
+    model: Model = "sd15",
+    config: Config = None,
+) -> None:
+    """Draw every figure of the article (26, plus the pipeline overview): one .svg and one .dot each.
+
+    The figures are named by the article's sections: unet-1.1-overall.svg ... clip-3.2-CLIPEncoderLayer.svg.
+    """
+    with user_errors():
+        from rich.progress import Progress
+
+        from explorer.diagrams import check_writable, figure_count, write_figures
+
+        check_writable(folder)
+        traces = {c: _trace(c, model=model, config=config, weights=Weights.meta) for c in COMPONENTS}
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("Drawing", total=figure_count())
+            written = write_figures(traces, folder, progress=lambda name: progress.update(task, advance=1, description=name))
+        err.print(f"Wrote {len(written)} files to {folder}", style="dim", highlight=False)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from rich.console import Console, Group
 from rich.text import Text
 
 from explorer.record import Node, Trace, shape_str
+from explorer.views.kinds import kind_of
 
 WEIGHT_WORDS = {
     "meta": "meta device: exact shapes, no weights",
@@ -23,24 +24,20 @@ WEIGHT_WORDS = {
     "pretrained": "pretrained weights",
 }
 
-# Colour by what a layer does, read off its class name (works for any model, not only SD1.5).
-_STYLES = (
-    (("Conv",), "cyan"),
-    (("Norm",), "green"),
-    (("Attention", "Attn", "Transformer"), "magenta"),
-    (("Linear", "Embedding", "GEGLU", "MLP", "FeedForward"), "yellow"),
-    (("SiLU", "GELU", "Activation", "Dropout", "Identity"), "bright_black"),
-    (("Block", "Encoder", "Decoder", "Model", "Timestep", "Upsample", "Downsample"), "bold blue"),
-)
+# Colour by what a layer does (explorer.views.kinds): the same key as the diagrams.
+KIND_STYLES = {
+    "conv": "cyan",
+    "norm": "green",
+    "attention": "magenta",
+    "linear": "yellow",
+    "activation": "bright_black",
+    "block": "bold blue",
+    "step": "italic bright_magenta",
+}
 
 
 def type_style(node: Node) -> str:
-    if node.is_step:
-        return "italic bright_magenta"
-    for words, style in _STYLES:
-        if any(w in node.type for w in words):
-            return style
-    return ""
+    return KIND_STYLES[kind_of(node)]
 
 
 def fmt_params(n: int) -> str:

@@ -1,0 +1,153 @@
+"""Writing diagrams: DOT text from the views, drawn by Graphviz's `dot`, written atomically.
+
+`diagram(trace, block, depth)` gives a `Diagram` (DOT text that draws itself in Jupyter);
+`write(diagram, path)` picks the format from the extension; `write_figures(folder)` writes every
+figure of the article, one `.svg` and one `.dot` each.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from explorer.errors import ExplorerError
+from explorer.record import Trace
+
+FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot"}
+INSTALL = "install Graphviz: `apt install graphviz`, `brew install graphviz` or `conda install graphviz`"
+
+
+class GraphvizMissing(ExplorerError):
+    """Graphviz's `dot` program is not installed."""
+
+
+@dataclass(frozen=True)
+class Diagram:
+    """A figure as DOT text. In Jupyter it displays as SVG, drawn by Graphviz."""
+
+    name: str
+    dot: str
+
+    def render(self, fmt: str = "svg") -> bytes:
+        if fmt == "dot":
+            return self.dot.encode()
+        import graphviz
+
+        try:
+            return graphviz.Source(self.dot).pipe(format=fmt)
+        except graphviz.ExecutableNotFound as exc:
+            raise GraphvizMissing(f"Graphviz's dot program is needed to draw {fmt.upper()}: {INSTALL}.") from exc
+
+    def _repr_svg_(self) -> str:
+        return self.render("svg").decode()
+
+
+def diagram(trace: Trace, block: str | None = None, depth: int = 1, **options) -> Diagram:
+    """The data-flow diagram of `block` (the whole component when None), `depth` levels deep."""
+    from explorer.views.graph import scene, to_dot
+
+    return Diagram(block or trace.component, to_dot(scene(trace, block, depth, **options)))
+
+
+def format_of(path: Path) -> str:
+    if path.suffix.lower() not in FORMATS:
+        raise ExplorerError(
+            f"{path.name}: the format comes from the extension, and {path.suffix or 'no extension'} is not one "
+            f"of {', '.join(FORMATS)}."
+        )
+    return FORMATS[path.suffix.lower()]
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, before any work, when nothing can be written in `folder`."""
+    if folder.exists() and not folder.is_dir():
+        raise ExplorerError(f"{folder} is a file, not a folder: choose where the diagrams should go.")
+    probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        raise ExplorerError(f"{folder} cannot be written (no permission): choose another place.")
+
+
+def _make_folder(folder: Path) -> None:
+    check_writable(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExplorerError(f"{folder} cannot be created ({exc.strerror}): choose another place.") from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: no half-written file, ever."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ExplorerError(f"{path} cannot be written ({exc.strerror}): choose another place.") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a diagram is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(d: Diagram, path: Path) -> Path:
+    """Write `d` to `path` in the format its extension names. Without Graphviz a `.dot` is written
+    beside it anyway, then GraphvizMissing says how to install Graphviz."""
+    fmt = format_of(path)
+    _make_folder(path.parent)
+    try:
+        data = d.render(fmt)
+    except GraphvizMissing:
+        dot_path = path.with_suffix(".dot")
+        _atomic_write(dot_path, d.dot.encode())
+        raise GraphvizMissing(
+            f"Graphviz's dot program is needed to draw {path.name} (its DOT source is in {dot_path}): {INSTALL}."
+        ) from None
+    _atomic_write(path, data)
+    return path
+
+
+def figure_diagrams(traces: dict[str, Trace]) -> Iterable[Diagram]:
+    """Every figure of the article, from the unet / vae / clip traces, then the pipeline overview."""
+    from explorer.views.figures import FIGURES, figure_scene, pipeline_scene
+    from explorer.views.graph import to_dot
+
+    for figure in FIGURES:
+        yield Diagram(figure.name, to_dot(figure_scene(figure, traces[figure.component])))
+    yield Diagram("pipeline-overview", to_dot(pipeline_scene(traces["unet"], traces["vae"], traces["clip"])))
+
+
+def figure_count() -> int:
+    from explorer.views.figures import FIGURES
+
+    return len(FIGURES) + 1
+
+
+def write_figures(
+    traces: dict[str, Trace],
+    folder: Path,
+    formats: tuple[str, ...] = ("svg", "dot"),
+    progress: Callable[[str], None] = lambda name: None,
+) -> list[Path]:
+    """Write every figure into `folder`, one file per format. DOT files are written even without
+    Graphviz; then GraphvizMissing is raised once they all are."""
+    _make_folder(folder)
+    written, missing = [], None
+    for d in figure_diagrams(traces):
+        progress(d.name)
+        for fmt in formats:
+            path = folder / f"{d.name}.{fmt}"
+            try:
+                _atomic_write(path, d.render(fmt))
+                written.append(path)
+            except GraphvizMissing as exc:
+                missing = exc
+    if missing is not None:
+        raise GraphvizMissing(f"The .dot files are in {folder}, but Graphviz's dot program is needed to draw them: {INSTALL}.")
+    return written

@@ -1,0 +1,178 @@
+"""Diagrams: built from the record by pure functions, drawn by the real Graphviz, kept fresh."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from explorer import diagram
+from explorer.cli import app
+from explorer.diagrams import figure_diagrams
+from explorer.views.figures import FIGURES, figure_scene
+from explorer.views.graph import scene, to_dot
+
+DIAGRAMS = Path(__file__).resolve().parent.parent / "diagrams"
+ARTICLE_SHAPE = re.compile(r"\[\d+(, \d+)*\]")  # [2, 320, 64, 64], as the article writes it
+
+
+@pytest.fixture(scope="module")
+def traces(unet_trace, vae_trace, clip_trace):
+    return {"unet": unet_trace, "vae": vae_trace, "clip": clip_trace}
+
+
+@pytest.fixture(scope="module")
+def figures(traces):
+    return {f.name: figure_scene(f, traces[f.component]) for f in FIGURES}
+
+
+def labels(s):
+    return [a.label for a in s.arrows] + [b.label for b in s.boxes]
+
+
+def test_the_committed_diagrams_are_what_the_code_draws(traces):
+    fresh = {d.name: d.dot for d in figure_diagrams(traces)}
+    assert len(fresh) == 26 and len(FIGURES) == 25  # the article's 25 figures and the pipeline overview
+    for name, dot in fresh.items():
+        committed = DIAGRAMS / f"{name}.dot"
+        assert committed.exists(), f"{committed} is missing: run `explore diagrams diagrams`"
+        assert committed.read_text() == dot, f"{committed.name} is stale: run `explore diagrams diagrams`"
+        assert (DIAGRAMS / f"{name}.svg").exists()
+
+
+def test_dot_is_deterministic(unet_trace):
+    assert to_dot(scene(unet_trace, depth=1)) == to_dot(scene(unet_trace, depth=1))
+
+
+def test_shapes_are_written_like_the_article(figures):
+    for name, s in figures.items():
+        shapes = [a.label for a in s.arrows if a.label]
+        assert shapes, name
+        assert all(ARTICLE_SHAPE.search(label) for label in shapes), name
+
+
+def test_unet_overall_is_a_u_with_skips_across(figures):
+    u = figures["unet-1.1-overall"]
+    assert u.same_rank == [
+        ["down_blocks.0", "up_blocks.3"],
+        ["down_blocks.1", "up_blocks.2"],
+        ["down_blocks.2", "up_blocks.1"],
+        ["down_blocks.3", "up_blocks.0"],
+    ]
+    skips = {(a.src, a.dst, a.label) for a in u.arrows if a.straight}
+    assert ("down_blocks.0", "up_blocks.3", "[2, 320, 64, 64] ×2") in skips
+    assert ("conv_in", "up_blocks.3", "[2, 320, 64, 64]") in skips
+    assert any(a.back for a in u.arrows if a.dst.startswith("up_blocks"))  # the up path is drawn going up
+    text = " ".join(labels(u))
+    assert "into every ResnetBlock2D (22)" in text and "into every Transformer2DModel (16)" in text
+
+
+def test_each_figure_shows_what_its_section_names(figures):
+    def has(name, *texts):
+        joined = " ".join(labels(figures[name]))
+        for text in texts:
+            assert text in joined, (name, text)
+
+    has("unet-1.3-time-embedding", "[2, 320]", "[2, 1280]", "into every ResnetBlock2D (22)")
+    has("unet-1.4-CrossAttnDownBlock2D", "[2, 77, 768]", "[2, 1280]", "[2, 320, 32, 32]")
+    has("unet-1.4.1-ResnetBlock2D", "conv_shortcut", "[2, 640, 1, 1]", "[2, 320, 32, 32]")
+    has("unet-1.4.2-Transformer2DModel", "[2, 4096, 320]", "reshape")
+    has("unet-1.4.2.1.1-SelfAttention", "[2, 8, 4096, 40]", "[2, 8, 4096, 4096]", "softmax(QKᵀ/√40)")
+    has("unet-1.4.2.1.2-CrossAttention", "[2, 77, 768]", "[2, 77, 320]", "[2, 8, 4096, 77]")
+    has("unet-1.4.2.1.3-FeedForward", "[2, 4096, 2560]", "[2, 4096, 1280]", "GELU")
+    has("unet-1.4.3-Downsample2D", "[2, 320, 32, 32]")
+    has("unet-1.7-UpBlock2D", "[2, 2560, 8, 8]", "concat on dim 1")
+    has("unet-1.7.1-Upsample2D", "nearest ×2", "[2, 1280, 16, 16]")
+    has("unet-1.8-CrossAttnUpBlock2D", "[2, 960, 64, 64]")
+    has("vae-2.3-overall", "[1, 8, 64, 64]", "[1, 3, 512, 512]")
+    has("vae-2.5-UNetMidBlock2D", "[1, 1, 4096, 4096]", "split into 1 head of 512")
+    has("vae-2.6-sample", "exp(0.5·logvar)", "0.18215", "mean [1, 4, 64, 64]", "logvar [1, 4, 64, 64]", "eps")
+    has("clip-3-overall", "CLIPEncoderLayer ×12", "[2, 77, 768]")
+    has("clip-3.1-CLIPTextEmbeddings", "position_ids", "[1, 77, 768]")
+    has("clip-3.2-CLIPEncoderLayer", "[2, 12, 77, 77]", "causal mask", "[2, 77, 3072]")
+    assert not any(b.label.startswith("<b>Upsample2D") for b in figures["unet-1.8-CrossAttnUpBlock2D"].boxes)
+
+
+def test_the_vae_is_folded_into_a_u(figures):
+    vae = figures["vae-2.3-overall"]
+    assert vae.same_rank == [["quant_conv", "mean_logvar", "sample", "scale", "unscale", "post_quant_conv"]]
+    assert all(a.back for a in vae.arrows if a.dst.startswith("decoder"))
+
+
+def test_another_unet_layout_draws_itself():
+    """Three layers per block: the U pairs and the skip counts come from the data, not from SD1.5."""
+    from explorer.explore import trace_loaded
+    from explorer.loading import Loaded, Source, build
+    from explorer.specs import TINY
+
+    config = {**TINY.config("unet"), "layers_per_block": 3}
+    t = trace_loaded(Loaded("unet", build("unet", config), Source("preset", "tiny", preset=TINY), "meta", config))
+    u = scene(t, depth=1)
+    assert [pair for pair in u.same_rank] == [
+        ["down_blocks.0", "up_blocks.3"],
+        ["down_blocks.1", "up_blocks.2"],
+        ["down_blocks.2", "up_blocks.1"],
+        ["down_blocks.3", "up_blocks.0"],
+    ]
+    up = scene(t, "up_blocks.0", 1)
+    assert sum(b.id.startswith("in/res_hidden_states_tuple") for b in up.boxes) == 4  # 4 skips, 4 concats
+    assert sum("concat" in b.label for b in up.boxes) == 4
+
+
+def test_graphviz_draws_an_svg(tmp_path, unet_trace):
+    d = diagram(unet_trace, "down_blocks.1.resnets.0")
+    svg = d._repr_svg_()  # what Jupyter shows
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg")
+    assert "conv_shortcut" in svg and "[2, 640, 32, 32]" in svg
+
+
+def test_cli_diagram_formats_and_bad_input(tmp_path):
+    runner = CliRunner()
+    for ext in ("svg", "png", "pdf", "dot"):
+        out = tmp_path / f"vae.{ext}"
+        result = runner.invoke(app, ["diagram", "vae", "--block", "encoder.mid_block", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert out.stat().st_size > 500
+    assert (tmp_path / "vae.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "vae.pdf").read_bytes()[:4] == b"%PDF"
+
+    def bad(args, message):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr and "Traceback" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+
+    bad(["diagram", "unet", "-o", str(tmp_path / "x.gif")], ".gif is not one of")
+    bad(["diagram", "unet", "-b", "mid_blok", "-o", str(tmp_path / "x.svg")], "did you mean mid_block")
+    bad(["diagram", "unet", "-b", "down_blocks", "-o", str(tmp_path / "x.svg")], "container that never runs")
+    bad(["diagram", "unet", "-o", "/proc/none/x.svg"], "cannot be")
+    bad(["diagrams", str(tmp_path / "vae.svg")], "is a file, not a folder")
+    assert not (tmp_path / "x.svg").exists() and not (tmp_path / "x.gif").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written temporaries
+
+
+def test_without_graphviz_the_dot_is_written_and_one_sentence_says_why(tmp_path):
+    """`dot` hidden from PATH: the .dot file is still written, then exit 2 with the install hint."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(sys.executable, bin_dir / "python")
+    env = {**os.environ, "PATH": str(bin_dir)}
+    out = tmp_path / "unet.svg"
+    result = subprocess.run(
+        [sys.executable, "-m", "explorer.cli", "diagram", "unet", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "apt install graphviz" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "unet.dot").exists() and not out.exists()
+    assert shutil.which("dot", path=str(bin_dir)) is None

@@ -33,6 +33,7 @@ __all__ = [
     "SD15",
     "TINY",
     "ExplorerError",
+    "generate",
 ]
 
 
@@ -48,3 +49,17 @@ def tokenize(prompt: str, max_length: int = 77) -> dict:
     from explorer.tokenizer import tokenize as _tokenize
 
     return _tokenize([prompt], max_length)[1][0]
+
+
+def generate(prompt: str, *, out=None, compare: bool = False, **settings):
+    """Generate an image with the real diffusers pipeline, watching every step (see `explore generate`).
+
+    `settings`: negative_prompt, steps, guidance, height, width, seed, scheduler, model, config.
+    Returns the result: `.out` (the folder), `.watch` (every step's record), `.pipe` (the pipeline).
+    """
+    from pathlib import Path
+
+    from explorer.watching import Settings, default_out
+    from explorer.watching import generate as run
+
+    return run(Settings(prompt=prompt, **settings), Path(out) if out else default_out(prompt), compare=compare)

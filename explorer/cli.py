@@ -41,6 +41,14 @@ class _Commands(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
+def _quiet_libraries() -> None:
+    """Library chatter (a missing optional torchvision, deprecations) is not for our users' eyes."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
 app = typer.Typer(
     name="explore",
     cls=_Commands,
@@ -365,6 +373,116 @@ def diagrams(
             task = progress.add_task("Drawing", total=figure_count())
             written = write_figures(traces, folder, progress=lambda name: progress.update(task, advance=1, description=name))
         err.print(f"Wrote {len(written)} files to {folder}", style="dim", highlight=False)
+
+
+class Scheduler(str, Enum):
+    pndm = "pndm"
+    ddim = "ddim"
+    euler = "euler"
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to draw.")],
+    negative_prompt: Annotated[str, typer.Option(help="What to steer away from (classifier-free guidance).")] = "",
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale; 1 or less turns it off.")] = 7.5,
+    height: Height = None,
+    width: Width = None,
+    seed: Annotated[int, typer.Option(help="Seed of the starting noise (and of random weights).")] = 0,
+    scheduler: Annotated[Scheduler, typer.Option(help="pndm is SD1.5's own; ddim and euler are common choices.")] = Scheduler.pndm,
+    model: Model = "sd15",
+    config: Config = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Folder for image.png, latents.png and trace.json. [default: a new folder under runs/]"),
+    ] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Check every module's shapes in the real run against the static trace.")] = False,
+    allow_pickle: AllowPickle = False,
+    allow_download: AllowDownload = False,
+) -> None:
+    """Generate an image with a real diffusers StableDiffusionPipeline, watching the shapes step by step.
+
+    A preset (sd15, tiny) runs with random weights: the architecture and every shape are real, the
+    image is noise. A diffusers folder, a .safetensors file or a hub id gives a real image.
+    """
+    with user_errors():
+        from rich.live import Live
+
+        from explorer.views.live import compare_view, live_panel, summary
+        from explorer.watching import Settings, check, default_out, generate as run_generation
+
+        settings = Settings(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            steps=steps,
+            guidance=guidance,
+            height=height,
+            width=width,
+            seed=seed,
+            scheduler=scheduler.value,
+            model=model,
+            config=config,
+            allow_pickle=allow_pickle,
+            allow_download=allow_download,
+        )
+        check(settings)
+        folder = out_dir or default_out(prompt)
+        live = Live(console=err, refresh_per_second=4, transient=False)
+        status = err.status("Building the pipeline…", spinner="dots")
+        messages = {"build": "Building the pipeline…", "static": "Tracing the components for the record…"}
+
+        def on_phase(name: str) -> None:
+            status.update(messages.get(name, name))
+
+        def on_start(watch) -> None:
+            status.stop()
+            for record in watch.tokens:
+                if record["dropped_count"]:
+                    err.print(
+                        f"[bold yellow]Warning:[/] the prompt is {record['dropped_count']} tokens too long for CLIP's "
+                        f"77; it runs without {record['dropped']!r}.",
+                        highlight=False,
+                    )
+            if watch.weights == "random":
+                err.print(
+                    f"[bold red]Random weights:[/] {watch.model} is a preset with no weights; the architecture is "
+                    "real and every shape is exact, but the image will be noise. Give --model a diffusers folder, "
+                    "a .safetensors file or a hub id for a real image.",
+                    highlight=False,
+                )
+            live.update(live_panel(watch))
+            live.start()
+
+        try:
+            status.start()
+            result = run_generation(
+                settings,
+                folder,
+                compare=compare,
+                on_start=on_start,
+                on_step=lambda watch: live.update(live_panel(watch)),
+                on_phase=on_phase,
+            )
+        except KeyboardInterrupt:
+            status.stop()
+            live.stop()
+            err.print("Interrupted before the first step: nothing was generated.", style="yellow")
+            raise typer.Exit(130) from None
+        finally:
+            status.stop()
+        live.update(live_panel(result.watch))
+        live.stop()
+        out.print(summary(result.watch, result.interrupted))
+        if compare:
+            out.print(compare_view(result.watch.compare))
+        if result.interrupted:
+            raise typer.Exit(130)
+
+
+@app.callback()
+def _setup() -> None:
+    _quiet_libraries()
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sd-explorer-installed
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all notebooks diagrams docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ test: install
 # also the tests marked slow
 test-all: install
 	$(BIN)/pytest -q --runslow
+
+# re-execute the walkthrough notebooks in place (their outputs are committed)
+notebooks: install
+	$(BIN)/python scripts/run_notebooks.py
+
+# regenerate what the tests check for freshness: the diagrams, the naming table, the CLI examples
+diagrams: install
+	$(BIN)/explore diagrams diagrams
+
+docs: install diagrams
+	$(BIN)/python -m explorer.naming docs/naming.md
+	SD_EXPLORER_UPDATE_DOCS=1 $(BIN)/pytest -q tests/test_docs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

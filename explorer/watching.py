@@ -136,7 +136,7 @@ def build_pipeline(settings: Settings, source=None) -> Built:
         for k, c in enumerate(("unet", "vae", "clip"))
     }
     scheduler_cls = getattr(diffusers, SCHEDULERS[settings.scheduler])
-    pipe = diffusers.StableDiffusionPipeline(
+    pipe = _pipeline_class()(
         vae=parts["vae"].model,
         text_encoder=parts["clip"].model,
         tokenizer=clip_tokenizer(tokenizer_folder(source)),
@@ -149,6 +149,20 @@ def build_pipeline(settings: Settings, source=None) -> Built:
     pipe.set_progress_bar_config(disable=True)
     notes = [n for part in parts.values() for n in part.notes if not n.startswith("Random weights")]
     return Built(pipe, weights, source.label, default_image_size(source, "unet"), tokenizer_folder(source), notes)
+
+
+def _pipeline_class():
+    """diffusers' StableDiffusionPipeline. Importing it makes transformers say that torchvision (for
+    image processors SD1.5 does not use) is missing; that is not our users' concern."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        from diffusers import StableDiffusionPipeline
+    finally:
+        logging.set_verbosity(level)
+    return StableDiffusionPipeline
 
 
 def _scheduler_config(source) -> dict:

@@ -47,3 +47,30 @@ def test_relative_links_resolve():
     for page in [root / "README.md", *DOCS.glob("*.md")]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_naming_page_is_generated_from_the_real_conversion(tmp_path):
+    from explorer.naming import write_naming_page
+
+    fresh = tmp_path / "naming.md"
+    write_naming_page(fresh)
+    assert (DOCS / "naming.md").read_text() == fresh.read_text(), "run `python -m explorer.naming docs/naming.md`"
+    text = fresh.read_text()
+    assert "| `down_blocks.0.attentions.0` | Transformer2DModel | `model.diffusion_model.input_blocks.1.1` | 1.4.2 |" in text
+    assert "| `up_blocks.0.resnets.0` | ResnetBlock2D | `model.diffusion_model.output_blocks.0.0` | 1.4.1 |" in text
+    assert "`first_stage_model.encoder.mid.attn_1`" in text
+
+
+def _sh_commands():
+    for page in [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S):
+            for line in block.splitlines():
+                command = line.split("#")[0].strip()
+                if re.match(r"explore (unet|vae|clip)\b", command) and "--model" not in command and "|" not in command:
+                    yield command
+
+
+@pytest.mark.parametrize("command", sorted(set(_sh_commands())))
+def test_commands_shown_in_the_docs_work(command):
+    result = CliRunner().invoke(app, shlex.split(command)[1:])
+    assert result.exit_code == 0, f"`{command}`: {result.output}"

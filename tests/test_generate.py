@@ -178,3 +178,11 @@ def test_full_sd15_architecture_with_random_weights_offline(tmp_path):
     assert record["components"]["unet"]["total_params"] == 859_520_964
     assert Image.open(tmp_path / "image.png").size == (64, 64)
     assert result.watch.status == "done"
+
+
+def test_single_file_checkpoint_generates(tmp_path, tiny_original_file):
+    """The original SD single-file layout, converted by diffusers' own functions, into a real pipeline."""
+    result = generate(Settings(prompt="a fox", model=str(tiny_original_file), config="tiny", steps=1), tmp_path)
+    record = json.loads((tmp_path / "trace.json").read_text())
+    assert record["settings"]["weights"] == "pretrained"
+    assert result.watch.status == "done" and (tmp_path / "image.png").exists()

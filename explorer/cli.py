@@ -6,6 +6,7 @@ them, so `explore --help` answers at once.
 
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -373,6 +374,110 @@ def diagrams(
             task = progress.add_task("Drawing", total=figure_count())
             written = write_figures(traces, folder, progress=lambda name: progress.update(task, advance=1, description=name))
         err.print(f"Wrote {len(written)} files to {folder}", style="dim", highlight=False)
+
+
+class Sort(str, Enum):
+    tree = "tree"
+    flops = "flops"
+    params = "params"
+    activation = "activation"
+
+
+@app.command()
+def stats(
+    component: Annotated[Component, typer.Argument(help="Which part to measure.")],
+    depth: Annotated[int, typer.Option("--depth", "-d", help="How many levels below the component (or --block).")] = 1,
+    block: Block = None,
+    sort: Annotated[Sort, typer.Option(help="tree: in call order; flops / params / activation: biggest first.")] = Sort.tree,
+    sizes: Annotated[
+        Optional[str], typer.Option(help="Comma-separated image sizes, e.g. 256,512,768,1024: how the cost grows.")
+    ] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="With --sizes: draw the growth to this .png (matplotlib).")] = None,
+    model: Model = "sd15",
+    config: Config = None,
+    height: Height = None,
+    width: Width = None,
+    batch: Batch = None,
+    as_json: Json = False,
+    allow_pickle: AllowPickle = False,
+    allow_download: AllowDownload = False,
+) -> None:
+    """Where the parameters, the FLOPs and the activations of a component are.
+
+    FLOPs are counted by PyTorch's own FlopCounterMode (matmuls, convolutions, attention) on the meta
+    device. --sizes shows how the cost grows with resolution: convolutions linearly in the number of
+    latent positions, self-attention with its square.
+    """
+    with user_errors():
+        from explorer.explore import narrow
+
+        _check_cheap(component.value, depth, height, width, batch)
+        if plot is not None and not sizes:
+            raise ExplorerError("--plot draws the growth measured by --sizes: give --sizes too, e.g. --sizes 256,512,768.")
+        if plot is not None and plot.suffix.lower() != ".png":
+            raise ExplorerError(f"--plot writes a PNG image: give a file name ending in .png, not {plot.name!r}.")
+        if sizes:
+            size_list = _parse_sizes(sizes, component.value)
+            if plot is not None:
+                from explorer.diagrams import check_writable
+
+                check_writable(plot.parent)
+            with err.status(f"Counting the {component.value}'s FLOPs at {len(size_list)} sizes…", spinner="dots"):
+                from explorer.analysis import plot_scaling, scaling
+
+                rows = scaling(component.value, size_list, model=model, config=config, batch=batch,
+                               allow_pickle=allow_pickle, allow_download=allow_download)
+            if as_json:
+                data = [{"size": r.size, "tokens": r.tokens, "flops": r.flops, "total_flops": r.total} for r in rows]
+                sys.stdout.write(json.dumps(data, indent=1) + "\n")
+            else:
+                from explorer.views.stats import scaling_table
+
+                _print_wide(scaling_table(rows, component.value))
+            if plot is not None:
+                from explorer.diagrams import _atomic_write
+
+                figure = plot_scaling(rows, component.value)
+                import io
+
+                buffer = io.BytesIO()
+                figure.savefig(buffer, format="png")
+                _atomic_write(plot, buffer.getvalue())
+                err.print(f"Wrote {plot}", style="dim", highlight=False)
+            return
+        with err.status(f"Counting the {component.value}'s FLOPs…", spinner="dots"):
+            from explorer.explore import trace
+
+            whole = trace(component.value, model, config=config, height=height, width=width, batch=batch,
+                          allow_pickle=allow_pickle, allow_download=allow_download, flops=True)
+        shown = narrow(whole, block, depth)
+        from explorer.views.stats import stats_json, stats_table
+
+        if as_json:
+            sys.stdout.write(json.dumps(stats_json(shown, whole), indent=1, ensure_ascii=False) + "\n")
+        else:
+            _print_wide(stats_table(shown, whole, sort.value))
+
+
+def _print_wide(renderable) -> None:
+    """Tables at their natural width, even when stdout is a pipe (rich would squeeze them to 80)."""
+    Console(file=out.file, width=max(out.width, 200), soft_wrap=True).print(renderable, highlight=False)
+
+
+def _parse_sizes(sizes: str, component: str) -> list[int]:
+    from explorer.explore import check_size
+
+    if component == "clip":
+        raise ExplorerError("--sizes is about image sizes: it applies to unet and vae, not to the text encoder.")
+    try:
+        values = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise ExplorerError(f"--sizes takes pixel sizes separated by commas, e.g. 256,512,768; got {sizes!r}.") from None
+    if not values:
+        raise ExplorerError("--sizes needs at least one size, e.g. 256,512,768.")
+    for value in values:
+        check_size("sizes", value)
+    return values
 
 
 class Scheduler(str, Enum):

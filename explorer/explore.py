@@ -51,11 +51,13 @@ def trace(
     allow_pickle: bool = False,
     allow_download: bool = False,
     seed: int = 0,
+    flops: bool = False,
 ) -> Trace:
     """Record one forward pass of `component` ("unet", "vae" or "clip") of `model`.
 
     `model` is a preset ("sd15", "tiny"), a diffusers folder, a .safetensors file or a hub id.
     `weights` is "meta" (exact shapes, no memory: the default), "random" or "pretrained".
+    `flops`: also count every node's floating-point operations (PyTorch's FlopCounterMode formulas).
     """
     check_size("height", height)
     check_size("width", width)
@@ -70,7 +72,14 @@ def trace(
         seed=seed,
     )
     return trace_loaded(
-        loaded, height=height, width=width, batch=batch, prompt=prompt, negative_prompt=negative_prompt, seed=seed
+        loaded,
+        height=height,
+        width=width,
+        batch=batch,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        seed=seed,
+        flops=flops,
     )
 
 
@@ -83,6 +92,7 @@ def trace_loaded(
     prompt: str = DEFAULT_PROMPT,
     negative_prompt: str = "",
     seed: int = 0,
+    flops: bool = False,
 ) -> Trace:
     """Record one forward pass of an already built component."""
     from explorer.tracing import record
@@ -99,7 +109,7 @@ def trace_loaded(
     else:
         inputs, run, tokens = _clip_run(loaded, batch, prompt, negative_prompt)
         fields["tokens"] = tuple(tokens)
-    return record(loaded.model, inputs, run, **fields)
+    return record(loaded.model, inputs, run, flops=flops, **fields)
 
 
 # -- drivers: each returns the inputs by name and run() -> the output ----------------------------------------

@@ -58,6 +58,7 @@ class Node:
     params: int  # parameters of the module and its children, each counted once
     label: str = ""  # steps: what they compute, e.g. "softmax(QKᵀ/√40)"
     note: str = ""  # steps: one sentence for a learner
+    flops: int = 0  # when counted (explore stats): floating-point operations of this call, children included
 
     @property
     def name(self) -> str:
@@ -83,6 +84,8 @@ class Node:
             d["label"] = self.label
         if self.note:
             d["note"] = self.note
+        if self.flops:
+            d["flops"] = self.flops
         return d
 
     @classmethod
@@ -98,6 +101,7 @@ class Node:
             params=d["params"],
             label=d.get("label", ""),
             note=d.get("note", ""),
+            flops=d.get("flops", 0),
         )
 
 
@@ -163,6 +167,7 @@ class Trace:
     versions: dict[str, str] = field(default_factory=dict)  # torch / diffusers / transformers / sd-explorer
     tokens: tuple[dict[str, Any], ...] = ()  # clip: the tokenized prompts, see explorer.tokenizer
     block: str = ""  # set when this is one subtree of a larger trace
+    total_flops: int = 0  # when counted (explore stats): of the whole component
     schema: str = SCHEMA
 
     # -- queries ---------------------------------------------------------------------------
@@ -222,6 +227,7 @@ class Trace:
             versions=self.versions,
             tokens=self.tokens,
             block=self.block if block is None else block,
+            total_flops=self.total_flops,
             schema=self.schema,
         )
 
@@ -240,6 +246,8 @@ class Trace:
         }
         if self.block:
             d["block"] = self.block
+        if self.total_flops:
+            d["total_flops"] = self.total_flops
         if self.tokens:
             d["tokens"] = [dict(t) for t in self.tokens]
         d["nodes"] = [n.to_dict() for n in self.nodes]
@@ -265,6 +273,7 @@ class Trace:
             versions=dict(d.get("versions", {})),
             tokens=tuple(d.get("tokens", ())),
             block=d.get("block", ""),
+            total_flops=d.get("total_flops", 0),
         )
 
     @classmethod

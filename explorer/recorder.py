@@ -365,6 +365,7 @@ class Recorder:
                 params=n["params"],
                 label=n["label"],
                 note=n["note"],
+                flops=n.get("flops", 0),
             )
             for n in self.nodes
         )

@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from explorer import attention
 from explorer.recorder import _ACTIVE, DataflowMode, Recorder
@@ -73,6 +75,7 @@ def record(
     module: nn.Module,
     inputs: dict[str, torch.Tensor],
     run: Callable[[], Any],
+    flops: bool = False,
     **trace_fields: Any,
 ) -> Trace:
     """Run `run()` on the instrumented `module` and return the frozen Trace.
@@ -80,25 +83,69 @@ def record(
     `inputs` are the tensors `run` gives the component, by name; `run` drives the model the way a
     pipeline would and returns its output. The component itself is the root node (path "", depth 0):
     its inputs are where the first edges start, and what produced its output is where the last end.
+    With `flops`, every node also gets the floating-point operations it ran (see FlopsByNode).
     """
     with instrumented(module) as recorder:
         root = recorder.enter("", type(module).__name__, inputs, recorder.params_of(module), composite=True)
         for name, tensor in inputs.items():
             recorder.made_by(tensor, root["index"], name)
+        counter = FlopsByNode(recorder) if flops else nullcontext()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), counter:
                 output = run()
         except Exception as exc:
             last = recorder.stack[-1] if len(recorder.stack) > 1 else recorder.last
             where = f"in {last['path'] or 'the component'} ({last['type']})" if last else "before any module ran"
             raise TraceError(f"The {type(module).__name__} forward failed {where}: {exc}") from exc
         recorder.leave(output)
+        if flops:
+            counter.attach()
         dtype = next((p.dtype for p in module.parameters()), torch.float32)
         return recorder.freeze(
             inputs=root["inputs"],
             total_params=root["params"],
             dtype=str(dtype).removeprefix("torch."),
             versions=versions(),
+            total_flops=root.get("flops", 0),
             **trace_fields,
         )
+
+
+class FlopsByNode(TorchDispatchMode):
+    """Counts floating-point operations with PyTorch's own formulas (those of
+    `torch.utils.flop_counter.FlopCounterMode`: matmuls, convolutions, scaled-dot-product attention)
+    and gives each count to the node running at that moment; `attach()` then sums them up the tree.
+    The attribution uses the recorder's module stack, so names are the record's own, also for the
+    VAE, whose encoder and decoder are not called through the VAE's forward."""
+
+    def __init__(self, recorder: Recorder):
+        super().__init__()
+        self.recorder = recorder
+        self.own: dict[int, int] = {}  # node index -> flops run directly in it
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None and self.recorder.stack:
+            index = self.recorder.stack[-1]["index"]
+            self.own[index] = self.own.get(index, 0) + int(formula(*args, **kwargs, out_val=out))
+        return out
+
+    def attach(self) -> None:
+        nodes = self.recorder.nodes
+        for node in nodes:
+            node["flops"] = self.own.get(node["index"], 0)
+        for node in reversed(nodes):  # children come after their parent: add each to its parent
+            parent = _parent_index(nodes, node["index"])
+            if parent is not None:
+                nodes[parent]["flops"] += node["flops"]
+
+
+def _parent_index(nodes: list[dict], index: int) -> int | None:
+    depth = nodes[index]["depth"]
+    for j in range(index - 1, -1, -1):
+        if nodes[j]["depth"] < depth:
+            return j
+    return None
 

@@ -1,0 +1,127 @@
+"""Where the compute goes: FLOPs by kind of work, and how they grow with the image size.
+
+The FLOPs themselves are counted while tracing (`trace(..., flops=True)`, PyTorch's own
+FlopCounterMode formulas, on the meta device); this module only sorts them:
+
+- convolution: what Conv2d layers run;
+- self-attention / cross-attention: the attention itself (QKᵀ and the weighted sum of V) in an
+  attention layer whose keys come from the same tokens / from the prompt;
+- linear / other: everything else (the Q, K, V and output projections, feed-forward layers...).
+
+Pure functions of records, except `scaling`, which traces the component at each size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from explorer.record import Node, Trace
+
+KINDS = ("convolution", "self-attention", "cross-attention", "linear / other")
+
+
+def own_flops(trace: Trace) -> list[int]:
+    """Per node (by position): its FLOPs minus its children's: what ran in the node itself."""
+    own = [n.flops for n in trace.nodes]
+    stack: list[int] = []
+    for i, n in enumerate(trace.nodes):
+        while stack and trace.nodes[stack[-1]].depth >= n.depth:
+            stack.pop()
+        if stack:
+            own[stack[-1]] -= n.flops
+        stack.append(i)
+    return own
+
+
+def _attention_layers(trace: Trace) -> set[str]:
+    """Paths of the nodes that compute attention: those with an AttentionScores step inside."""
+    return {n.path.rsplit(".", 1)[0] for n in trace.nodes if n.type == "AttentionScores"}
+
+
+def kind_of_work(node: Node, attention: set[str]) -> str:
+    if node.path in attention:
+        return "cross-attention" if "encoder_hidden_states" in node.inputs else "self-attention"
+    if "Conv" in node.type:
+        return "convolution"
+    return "linear / other"
+
+
+def flops_by_kind(trace: Trace) -> dict[str, int]:
+    """The component's FLOPs split into KINDS."""
+    attention = _attention_layers(trace)
+    totals = dict.fromkeys(KINDS, 0)
+    for node, own in zip(trace.nodes, own_flops(trace)):
+        if own:
+            totals[kind_of_work(node, attention)] += own
+    return totals
+
+
+def activation_bytes(node: Node, bytes_per_value: int = 4) -> int:
+    """Bytes of the node's outputs (float32 by default)."""
+    total = 0
+    for shape in node.outputs:
+        count = 1
+        for d in shape:
+            count *= d
+        total += count * bytes_per_value
+    return total
+
+
+def leaf_activation_bytes(trace: Trace) -> int:
+    """Bytes written by all the layers that compute (modules without children), float32."""
+    total = 0
+    for i, n in enumerate(trace.nodes):
+        is_leaf = i + 1 == len(trace.nodes) or trace.nodes[i + 1].depth <= n.depth
+        if is_leaf and n.kind == "module":
+            total += activation_bytes(n)
+    return total
+
+
+@dataclass(frozen=True)
+class Scaling:
+    size: int  # image side in pixels
+    tokens: int  # latent positions: what attention is quadratic in
+    flops: dict[str, int]  # by kind
+
+    @property
+    def total(self) -> int:
+        return sum(self.flops.values())
+
+
+def scaling(component: str, sizes: list[int], **trace_options) -> list[Scaling]:
+    """Trace `component` at each square image size and split its FLOPs by kind."""
+    from explorer.explore import trace
+
+    rows = []
+    for size in sizes:
+        t = trace(component, height=size, width=size, flops=True, **trace_options)
+        scores = [n for n in t.nodes if n.type == "AttentionScores"]
+        tokens = max((n.outputs[0][2] for n in scores), default=0)
+        rows.append(Scaling(size, tokens, flops_by_kind(t)))
+    return rows
+
+
+def plot_scaling(rows: list[Scaling], component: str):
+    """A matplotlib figure: GFLOPs by kind against the image size, stacked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r.size for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    bottom = [0.0] * len(rows)
+    colors = {"convolution": "#4e9ac7", "self-attention": "#a05cc8", "cross-attention": "#d99bd9", "linear / other": "#e6b83c"}
+    for kind in KINDS:
+        values = [r.flops[kind] / 1e9 for r in rows]
+        ax.bar([str(s) for s in sizes], values, bottom=bottom, label=kind, color=colors[kind])
+        bottom = [b + v for b, v in zip(bottom, values)]
+    for x, (r, top) in enumerate(zip(rows, bottom)):
+        ax.text(x, top, f"{top:,.0f}", ha="center", va="bottom", fontsize=9)
+    ax.set_xlabel("image size (pixels per side)")
+    ax.set_ylabel("GFLOPs per call")
+    ax.set_title(f"SD1.5 {component}: cost of one call, by kind of work")
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig

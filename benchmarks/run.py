@@ -34,12 +34,17 @@ def python(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def alternate(a, b, repeats: int) -> tuple[list[float], list[float]]:
-    """a(), b(), a(), b(), ...: both sides see the same machine state over the run."""
+def alternate(a, b, repeats: int) -> tuple[list, list]:
+    """a b, b a, a b, ...: both sides see the same machine state over the run, and neither always
+    goes first."""
     xs, ys = [], []
-    for _ in range(repeats):
-        xs.append(a())
-        ys.append(b())
+    for k in range(repeats):
+        if k % 2 == 0:
+            xs.append(a())
+            ys.append(b())
+        else:
+            ys.append(b())
+            xs.append(a())
     return xs, ys
 
 
@@ -124,9 +129,9 @@ def run(watched):
 
 run(False)  # warm-up: first calls allocate
 plain, watched = [], []
-for _ in range(repeats):
-    plain.append(run(False))
-    watched.append(run(True))
+for k in range(repeats):  # a b, b a, ...: neither side always goes first
+    for side in ((False, True) if k % 2 == 0 else (True, False)):
+        (watched if side else plain).append(run(side))
 print(json.dumps({{"plain": plain, "watched": watched, "steps": len(pipe.scheduler.timesteps)}}))
 """
 
@@ -143,6 +148,183 @@ def bench_watch(size: int, steps: int, repeats: int) -> list[dict]:
             "theirs": plain / n,
             "note": f"median of {repeats} runs of {n} steps each",
             "target": "≤ 1.03×",
+        }
+    ]
+
+
+# -- exploring: explore unet --depth 3 against torchinfo ---------------------------------------------------------
+
+MEASURE = """
+import json, resource, runpy, sys, time
+start = time.perf_counter()
+sys.argv = {argv!r}
+try:
+    runpy.run_module({module!r}, run_name="__main__") if {module!r} else exec(compile(open({script!r}).read(), {script!r}, "exec"))
+except SystemExit:
+    pass
+print(json.dumps({{"seconds": time.perf_counter() - start, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+TORCHINFO_META = """
+import sys, torch
+from diffusers import UNet2DConditionModel
+from torchinfo import summary
+from explorer.specs import SD15
+with torch.device("meta"):
+    unet = UNet2DConditionModel.from_config(SD15.config("unet"))
+x, t, e = torch.empty(2, 4, 64, 64, device="meta"), torch.full((2,), 999, device="meta"), torch.empty(2, 77, 768, device="meta")
+print(summary(unet, input_data=[x, t, e], depth=3, device="meta", verbose=0), file=open("/dev/null", "w"))
+"""
+
+TORCHINFO_CPU = """
+import torch
+from diffusers import UNet2DConditionModel
+from torchinfo import summary
+from explorer.specs import SD15
+unet = UNet2DConditionModel.from_config(SD15.config("unet"))  # real weights on the CPU, default initialisation
+x, t, e = torch.randn(2, 4, 64, 64), torch.full((2,), 999), torch.randn(2, 77, 768)
+with torch.no_grad():
+    print(summary(unet, input_data=[x, t, e], depth=3, device="cpu", verbose=0), file=open("/dev/null", "w"))
+"""
+
+
+def whole_process(argv=None, module=None, script_text=None, env=None) -> dict:
+    """A fresh interpreter runs a command (or a script) and reports its wall time and peak memory.
+    The time is measured from outside, interpreter start-up included."""
+    import os
+    import tempfile
+
+    script = ""
+    if script_text is not None:
+        script = tempfile.mktemp(suffix=".py")
+        Path(script).write_text(textwrap.dedent(script_text))
+    code = MEASURE.format(argv=argv or ["script"], module=module or "", script=script)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["seconds"] = seconds
+    return result
+
+
+def bench_explore(repeats: int) -> list[dict]:
+    import tempfile
+
+    explore = ["explore", "unet", "--depth", "3"]
+
+    def cold():
+        return whole_process(explore, module="explorer.cli", env={"SD_EXPLORER_CACHE_DIR": tempfile.mkdtemp()})
+
+    warm_dir = tempfile.mkdtemp()
+    whole_process(explore, module="explorer.cli", env={"SD_EXPLORER_CACHE_DIR": warm_dir})  # fills the cache
+
+    def warm():
+        return whole_process(explore, module="explorer.cli", env={"SD_EXPLORER_CACHE_DIR": warm_dir})
+
+    def peer():
+        return whole_process(script_text=TORCHINFO_META)
+
+    ours, theirs = alternate(cold, peer, repeats)
+    again = [warm() for _ in range(repeats)]
+    cpu = whole_process(script_text=TORCHINFO_CPU)
+    med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
+    return [
+        {
+            "what": "`explore unet --depth 3`, whole process, first run",
+            "peer": "a script printing `torchinfo.summary(depth=3)` of the same UNet on the meta device",
+            "ours": med(ours, "seconds"),
+            "theirs": med(theirs, "seconds"),
+            "target": "≤ 1.1×",
+            "note": "both import torch and diffusers and build the UNet on the meta device",
+        },
+        {
+            "what": "the same, repeated",
+            "peer": "the same torchinfo script",
+            "ours": med(again, "seconds"),
+            "theirs": med(theirs, "seconds"),
+            "target": "≤ 0.25×, and under 1 s",
+            "note": "the record comes from the trace cache: no torch import",
+        },
+        {
+            "what": "the same, first run, peak memory",
+            "peer": "torchinfo on real CPU weights (default initialisation)",
+            "ours": med(ours, "maxrss_mb"),
+            "theirs": cpu["maxrss_mb"],
+            "unit": "MB",
+            "target": "≤ 0.25×",
+            "note": f"torchinfo on the meta device peaks at {med(theirs, 'maxrss_mb'):.0f} MB",
+        },
+    ]
+
+
+# -- a whole random-weights generation against a plain diffusers script ----------------------------------------
+
+PLAIN_GENERATION = """
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+from explorer.specs import SD15
+from explorer.tokenizer import clip_tokenizer
+torch.manual_seed(0)
+pipe = StableDiffusionPipeline(
+    vae=AutoencoderKL.from_config(SD15.config("vae")),
+    text_encoder=CLIPTextModel(CLIPTextConfig(**{k: v for k, v in SD15.config("clip").items() if not k.startswith("_")})),
+    tokenizer=clip_tokenizer(),
+    unet=UNet2DConditionModel.from_config(SD15.config("unet")),
+    scheduler=PNDMScheduler.from_config(dict(SD15.scheduler)),
+    safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+)
+with torch.no_grad():
+    image = pipe("a lighthouse at dusk", num_inference_steps=1, height=64, width=64,
+                 generator=torch.Generator().manual_seed(0)).images[0]
+image.save("/dev/null", format="png")
+"""
+
+
+def bench_generation_process(repeats: int) -> list[dict]:
+    import tempfile
+
+    def ours():
+        out = tempfile.mkdtemp()
+        argv = ["explore", "generate", "-p", "a lighthouse at dusk", "--steps", "1", "--height", "64", "--width", "64",
+                "--out", out]
+        return whole_process(argv, module="explorer.cli")
+
+    mine, plain = alternate(ours, lambda: whole_process(script_text=PLAIN_GENERATION), repeats)
+    return [
+        {
+            "what": "SD1.5 random-weights generation, whole process (64x64, 1 step)",
+            "peer": "a plain diffusers script doing the same, default initialisation",
+            "ours": statistics.median(r["seconds"] for r in mine),
+            "theirs": statistics.median(r["seconds"] for r in plain),
+            "target": "≤ 0.7×",
+            "note": "ours also traces the three components for trace.json and writes three files",
+        }
+    ]
+
+
+# -- all the figures ----------------------------------------------------------------------------------------------
+
+
+def bench_diagrams(repeats: int) -> list[dict]:
+    import tempfile
+
+    def draw():
+        return whole_process(["explore", "diagrams", tempfile.mkdtemp()], module="explorer.cli",
+                             env={"SD_EXPLORER_CACHE_DIR": tempfile.mkdtemp()})
+
+    runs = [draw() for _ in range(repeats)]
+    return [
+        {
+            "what": "`explore diagrams` (all 26 figures, .svg and .dot), whole process, cold cache",
+            "peer": "",
+            "ours": statistics.median(r["seconds"] for r in runs),
+            "theirs": 0.0,
+            "target": "under 20 s",
+            "note": "traces the three components, then Graphviz draws each figure",
         }
     ]
 
@@ -167,9 +349,12 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        ratio = row["ours"] / row["theirs"] if row["theirs"] else float("nan")
+        unit = row.get("unit", "s")
+        fmt = (lambda v: f"{v:,.0f} MB") if unit == "MB" else (lambda v: f"{v:.2f} s")
+        theirs = fmt(row["theirs"]) if row["theirs"] else "—"
+        ratio = f"{row['ours'] / row['theirs']:.2f}×" if row["theirs"] else "—"
         lines.append(
-            f"| {row['what']} | {row['peer']} | {row['ours']:.2f} s | {row['theirs']:.2f} s | {ratio:.2f}× | "
+            f"| {row['what']} | {row['peer'] or '—'} | {fmt(row['ours'])} | {theirs} | {ratio} | "
             f"{row['target']} | {row['note']} |"
         )
     lines += [
@@ -195,10 +380,16 @@ def main() -> None:
     repeats = 2 if args.quick else 3
     start = time.perf_counter()
     rows = []
+    print("explore unet --depth 3 against torchinfo …", flush=True)
+    rows += bench_explore(repeats)
+    print("watching overhead …", flush=True)
+    rows += bench_watch(128 if args.quick else 256, 4 if args.quick else 8, 2 if args.quick else 4)
+    print("a whole random-weights generation …", flush=True)
+    rows += bench_generation_process(repeats)
     print("random-weights build …", flush=True)
     rows += bench_init(repeats)
-    print("watching overhead …", flush=True)
-    rows += bench_watch(128 if args.quick else 256, 4 if args.quick else 8, repeats)
+    print("all the figures …", flush=True)
+    rows += bench_diagrams(1 if args.quick else 2)
     text = report(rows, time.perf_counter() - start, args.quick)
     print(text)
     if not args.no_write:

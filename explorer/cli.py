@@ -121,6 +121,9 @@ AllowDownload = Annotated[
     bool, typer.Option("--allow-download", help="Let a hub id be downloaded when it is not in the local cache.")
 ]
 Seed = Annotated[int, typer.Option(help="Seed for random weights and inputs.")]
+NoCache = Annotated[
+    bool, typer.Option("--no-cache", help="Trace again instead of reading a record traced before (see docs/performance.md).")
+]
 
 
 @contextmanager
@@ -168,31 +171,35 @@ def _trace(
     seed: int = 0,
     prompt: str | None = None,
     negative_prompt: str = "",
+    flops: bool = False,
+    no_cache: bool = False,
 ):
-    """Load and trace one component, with a spinner on stderr; notices go to stderr too."""
-    with err.status(f"Tracing the {component} of {model} ({weights.value} weights)…", spinner="dots"):
-        from explorer.explore import DEFAULT_PROMPT, trace_loaded
-        from explorer.loading import load
+    """Load and trace one component (or read it from the cache), with a spinner on stderr while it
+    traces; notices go to stderr too."""
+    from explorer.explore import DEFAULT_PROMPT, trace_cached
 
-        loaded = load(
+    status = err.status(f"Tracing the {component} of {model} ({weights.value} weights)…", spinner="dots")
+    try:
+        record, notes = trace_cached(
             component,
             model,
             weights=weights.value,
+            use_cache=not no_cache,
             config=config,
             allow_pickle=allow_pickle,
             allow_download=allow_download,
-            seed=seed,
-        )
-        record = trace_loaded(
-            loaded,
+            on_miss=status.start,
             height=height,
             width=width,
             batch=batch,
             prompt=DEFAULT_PROMPT if prompt is None else prompt,
             negative_prompt=negative_prompt,
             seed=seed,
+            flops=flops,
         )
-    for note in loaded.notes:  # stderr: stdout holds only the tree or the JSON
+    finally:
+        status.stop()
+    for note in notes:  # stderr: stdout holds only the tree or the JSON
         err.print(note, style="dim", highlight=False)
     return record
 
@@ -245,6 +252,7 @@ def unet(
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
     seed: Seed = 0,
+    no_cache: NoCache = False,
 ) -> None:
     """The UNet: predicts the noise in a latent, given the timestep and the prompt embedding.
 
@@ -268,6 +276,7 @@ def vae(
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
     seed: Seed = 0,
+    no_cache: NoCache = False,
 ) -> None:
     """The VAE: encodes a 512x512 image to a 64x64x4 latent and decodes it back.
 
@@ -291,6 +300,7 @@ def clip(
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
     seed: Seed = 0,
+    no_cache: NoCache = False,
 ) -> None:
     """The CLIP text encoder: turns the prompt into the [2, 77, 768] embedding every cross-attention reads.
 
@@ -322,6 +332,7 @@ def diagram(
     batch: Batch = None,
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
+    no_cache: NoCache = False,
 ) -> None:
     """Draw the data flow of a component, or of one --block, as a diagram (Graphviz).
 
@@ -346,6 +357,7 @@ def diagram(
             batch=batch,
             allow_pickle=allow_pickle,
             allow_download=allow_download,
+            no_cache=no_cache,
         )
         if block:
             narrow(record, block)  # one sentence when --block names nothing
@@ -358,6 +370,7 @@ def diagrams(
     folder: Annotated[Path, typer.Argument(help="Where to write the figures (created if needed).")],
     model: Model = "sd15",
     config: Config = None,
+    no_cache: NoCache = False,
 ) -> None:
     """Draw every figure of the article (26, plus the pipeline overview): one .svg and one .dot each.
 
@@ -369,7 +382,7 @@ def diagrams(
         from explorer.diagrams import check_writable, figure_count, write_figures
 
         check_writable(folder)
-        traces = {c: _trace(c, model=model, config=config, weights=Weights.meta) for c in COMPONENTS}
+        traces = {c: _trace(c, model=model, config=config, weights=Weights.meta, no_cache=no_cache) for c in COMPONENTS}
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("Drawing", total=figure_count())
             written = write_figures(traces, folder, progress=lambda name: progress.update(task, advance=1, description=name))
@@ -401,6 +414,7 @@ def stats(
     as_json: Json = False,
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
+    no_cache: NoCache = False,
 ) -> None:
     """Where the parameters, the FLOPs and the activations of a component are.
 
@@ -445,11 +459,9 @@ def stats(
                 _atomic_write(plot, buffer.getvalue())
                 err.print(f"Wrote {plot}", style="dim", highlight=False)
             return
-        with err.status(f"Counting the {component.value}'s FLOPs…", spinner="dots"):
-            from explorer.explore import trace
-
-            whole = trace(component.value, model, config=config, height=height, width=width, batch=batch,
-                          allow_pickle=allow_pickle, allow_download=allow_download, flops=True)
+        whole = _trace(component.value, model=model, config=config, weights=Weights.meta, height=height, width=width,
+                       batch=batch, allow_pickle=allow_pickle, allow_download=allow_download, flops=True,
+                       no_cache=no_cache)
         shown = narrow(whole, block, depth)
         from explorer.views.stats import stats_json, stats_table
 

@@ -252,3 +252,54 @@ def _no_such_block(trace: Trace, block: str) -> str:
     tops = list(dict.fromkeys(p.split(".")[0] for p in paths))  # in call order
     hint = f"did you mean {', '.join(close)}?" if close else f"top-level names are {', '.join(tops)}."
     return f"--block {block!r} names no module that runs in the {trace.component}: {hint}"
+
+
+def trace_cached(
+    component: str,
+    model: str = "sd15",
+    *,
+    weights: str = "meta",
+    use_cache: bool = True,
+    config: str | None = None,
+    allow_pickle: bool = False,
+    allow_download: bool = False,
+    on_miss: Any = None,
+    **inputs: Any,
+) -> tuple[Trace, list[str]]:
+    """`trace()` through the cache of explorer.cache: a meta-device record traced before with the
+    same config, weight files, inputs, options and library versions is read back instead of traced,
+    without importing torch. Returns the record and the notes to show the user.
+
+    `inputs`: height, width, batch, prompt, negative_prompt, seed, flops, as for `trace`. `on_miss`
+    is called (with no argument) before tracing, e.g. to start a progress display.
+    """
+    from explorer import cache
+    from explorer.loading import resolve_source
+
+    source = resolve_source(
+        model,
+        config=config,
+        allow_download=allow_download,
+        allow_pickle=allow_pickle,
+        need_weights=weights == "pretrained",
+    )
+    name = None
+    if use_cache and weights == "meta":
+        name = cache.key(
+            component=component,
+            source=cache.source_fingerprint(source, component, allow_pickle),
+            allow_pickle=allow_pickle,
+            **inputs,
+        )
+        if (hit := cache.load(name)) is not None:
+            return hit
+    if on_miss is not None:
+        on_miss()
+    check_size("height", inputs.get("height"))
+    check_size("width", inputs.get("width"))
+    check_batch(inputs.get("batch"))
+    loaded = load(component, source, weights=weights, allow_pickle=allow_pickle, seed=inputs.get("seed", 0))
+    record = trace_loaded(loaded, **inputs)
+    if name is not None:
+        cache.store(name, record, list(loaded.notes))
+    return record, list(loaded.notes)

@@ -300,6 +300,8 @@ class Recorder:
 
     def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         """A torch operation ran: make it a step, or pass its input's producer on to its output."""
+        if not isinstance(out, (torch.Tensor, tuple, list)):
+            return  # most calls: .shape, .dim(), .item() ...
         outs = tensors_in(out)
         if not outs:
             return

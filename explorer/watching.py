@@ -414,7 +414,7 @@ def generate(
     latents.png. Ctrl-C stops after writing what was done; the Result says so."""
     import torch
 
-    from explorer.explore import trace
+    from explorer.explore import trace_cached
     from explorer.previews import contact_sheet
     from explorer.tokenizer import tokenize
 
@@ -442,13 +442,12 @@ def generate(
     on_phase("static")
     watch.begin("static traces")
     cfg = settings.guidance > 1  # diffusers runs the negative prompt only then
-    static = {
-        "unet": trace("unet", settings.model, config=settings.config, height=height, width=width,
-                      batch=2 if cfg else 1, allow_pickle=settings.allow_pickle),
-        "vae": trace("vae", settings.model, config=settings.config, height=height, width=width,
-                     batch=1, allow_pickle=settings.allow_pickle),
-        "clip": trace("clip", settings.model, config=settings.config, batch=1, prompt=settings.prompt,
-                      allow_pickle=settings.allow_pickle),
+    common = {"config": settings.config, "allow_pickle": settings.allow_pickle, "allow_download": settings.allow_download}
+    sizes = {"height": height, "width": width}
+    static = {  # as the pipeline calls them; from the trace cache when traced before
+        "unet": trace_cached("unet", settings.model, batch=2 if cfg else 1, **sizes, **common)[0],
+        "vae": trace_cached("vae", settings.model, batch=1, **sizes, **common)[0],
+        "clip": trace_cached("clip", settings.model, batch=1, prompt=settings.prompt, **common)[0],
     }
     watch.components = {name: t.to_dict() for name, t in static.items()}
     watch.end("static traces")

@@ -4,12 +4,20 @@ models built, saved and reloaded the real way (save_pretrained, safetensors sing
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
 import pytest
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def pytest_configure(config):
+    # The CLI caches trace records in the user's cache directory; tests use their own, fresh one.
+    import tempfile
+
+    os.environ["SD_EXPLORER_CACHE_DIR"] = tempfile.mkdtemp(prefix="sd-explorer-cache-")
 
 
 def pytest_addoption(parser):

@@ -1,0 +1,82 @@
+"""A cache of trace records, so that exploring again costs no torch import.
+
+An entry is served only when everything that could change the record is the same: the component's
+config, the weight files' sizes and modification times (when the model has weights), the inputs
+(sizes, batch, prompts), the options, and the versions of torch, diffusers, transformers and
+sd-explorer (read from the installed packages' metadata, without importing them). The key is the
+SHA-256 of all that; a different anything is a different entry, so no entry is ever stale.
+
+It lives in the user's cache directory (`$XDG_CACHE_HOME/sd-explorer`, `~/.cache/sd-explorer` by
+default; `SD_EXPLORER_CACHE_DIR` overrides). A corrupt or unreadable entry is ignored and rewritten;
+a cache that cannot be written is skipped. Only meta-device traces are cached: real tensors are
+what a user asks for when they want the model to run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from explorer.record import Trace
+
+FORMAT = 1  # bump when what is stored changes
+
+
+def cache_dir() -> Path:
+    if os.environ.get("SD_EXPLORER_CACHE_DIR"):
+        return Path(os.environ["SD_EXPLORER_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sd-explorer"
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for package in ("sd-explorer", "torch", "diffusers", "transformers"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "none"
+    return found
+
+
+def source_fingerprint(source: Any, component: str, allow_pickle: bool) -> dict[str, Any]:
+    """What identifies the architecture and, when there are weights, the files holding them."""
+    from explorer.loading import _weight_files, component_config
+
+    found: dict[str, Any] = {"kind": source.kind, "label": source.label, "config": component_config(source, component)}
+    if source.has_weights:
+        files = _weight_files(source, component, allow_pickle)
+        found["files"] = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return found
+
+
+def key(**parts: Any) -> str:
+    """The entry's name: a hash of every part (and of the versions and the format)."""
+    text = json.dumps({**parts, "versions": package_versions(), "format": FORMAT}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def load(name: str) -> tuple[Trace, list[str]] | None:
+    path = cache_dir() / f"{name}.json"
+    try:
+        data = json.loads(path.read_text())
+        return Trace.from_dict(data["trace"]), list(data["notes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or corrupt: traced again, and rewritten
+
+
+def store(name: str, trace: Trace, notes: list[str]) -> None:
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"trace": trace.to_dict(), "notes": notes}, f, separators=(",", ":"), ensure_ascii=False)
+        os.replace(tmp, folder / f"{name}.json")
+    except OSError:
+        pass  # a cache we cannot write is no cache, not an error

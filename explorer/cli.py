@@ -492,6 +492,38 @@ def _parse_sizes(sizes: str, component: str) -> list[int]:
     return values
 
 
+@app.command()
+def html(
+    folder: Annotated[Path, typer.Argument(help="Where to write the page (created if needed); open FOLDER/index.html.")],
+    run: Annotated[
+        Optional[Path], typer.Option("--run", help="Also replay a generation: the --out folder of `explore generate`.")
+    ] = None,
+    model: Model = "sd15",
+    config: Config = None,
+    allow_pickle: AllowPickle = False,
+    allow_download: AllowDownload = False,
+    no_cache: NoCache = False,
+) -> None:
+    """Write an interactive page: the pipeline and the U, and a click opens any block, down to the
+    attention heads. Self-contained: open FOLDER/index.html in any browser, offline."""
+    with user_errors():
+        from rich.progress import Progress
+
+        from explorer.site import build, read_run
+
+        if run is not None:
+            read_run(run)  # one sentence before any work when it is not a run
+        traces = {
+            c: _trace(c, model=model, config=config, weights=Weights.meta, allow_pickle=allow_pickle,
+                      allow_download=allow_download, flops=True, no_cache=no_cache)
+            for c in COMPONENTS
+        }
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("Drawing every block", total=None)
+            page = build(folder, traces, run, progress=lambda done, total: progress.update(task, completed=done, total=total))
+        err.print(f"Wrote {page}: open it in a browser.", style="dim", highlight=False)
+
+
 class Scheduler(str, Enum):
     pndm = "pndm"
     ddim = "ddim"

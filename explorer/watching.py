@@ -13,6 +13,7 @@ interrupted run leaves a valid file with the steps done.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -87,10 +88,10 @@ def make_out(out: Path) -> None:
         raise ExplorerError(f"--out {out} cannot be created ({exc.strerror}): choose another folder.") from None
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, content: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
@@ -249,7 +250,7 @@ class Watch:
             "phases": self.phases,
             "total_steps": self.total_steps or self.settings.steps,
             "steps": [asdict(step) for step in self.steps],
-            "files": {"image": "image.png", "latents": "latents.png"},
+            "files": {"image": "image.png", "latents": "latents.png", "previews": "previews/NNN.png"},
             "compare": self.compare,
         }
 
@@ -332,7 +333,12 @@ def watch_pipeline(pipe, watch: Watch, on_step: Callable[[], None], compare: boo
             )
         )
         with torch.no_grad():
-            watch.previews.append(latent_preview(latents))
+            preview = latent_preview(latents)
+        watch.previews.append(preview)
+        buffer = io.BytesIO()
+        preview.save(buffer, format="png")
+        (watch.out / "previews").mkdir(exist_ok=True)
+        write_atomic(watch.out / "previews" / f"{i:03d}.png", buffer.getvalue())
         watch.current = {}
         watch.step_started = None
         watch.phases["denoise"] = round(sum(step.seconds for step in watch.steps), 4)

@@ -592,6 +592,7 @@ def to_dot(s: Scene) -> str:
     for c in s.clusters:  # parents come before children (sorted by call order)
         sub = graphviz.Digraph(c.id)
         sub.attr(
+            id=c.id,
             label=f"<{c.label}>",
             style="rounded,filled",
             fillcolor=_lighter(FILL.get(c.kind, "#ffffff")),
@@ -607,7 +608,7 @@ def to_dot(s: Scene) -> str:
         label = box.label
         if box.tags:
             label += "<br/>" + _small(" ".join(dict.fromkeys(box.tags)), "#7a3b8f")
-        attrs = {"label": f"<{label}>", "fillcolor": FILL[box.kind]}
+        attrs = {"label": f"<{label}>", "fillcolor": FILL[box.kind], "id": box.id}  # the SVG element's id
         if box.kind == "step":
             attrs["style"] = "rounded,filled,dashed"
         if box.kind == "io":

@@ -1,0 +1,143 @@
+"""The interactive page, in a real browser: Debian's Chromium driven by Playwright, headless."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from explorer.cli import app
+from explorer.watching import Settings, generate
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+HOSTILE = '<img src=x onerror="window.__xss=1"></script><script>window.__xss=2</script> a lighthouse'
+
+if not Path(CHROMIUM).exists() and os.environ.get("SD_EXPLORER_NO_BROWSER") != "1":
+    pytest.fail(
+        "The page tests need Chromium (apt install chromium); set SD_EXPLORER_NO_BROWSER=1 to skip them knowingly.",
+        pytrace=False,
+    )
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (SD_EXPLORER_NO_BROWSER=1)")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    generate(Settings(prompt=HOSTILE, model="tiny", steps=2, seed=1), run)
+    folder = tmp_path_factory.mktemp("site") / "site"
+    result = CliRunner().invoke(app, ["html", str(folder), "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.errors, page.requests, page.dialogs = [], [], []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    page.goto((site / "index.html").as_uri())
+    yield page
+    assert not page.errors
+    assert [u for u in page.requests if not u.startswith("file://")] == []  # offline: no network at all
+    page.close()
+
+
+def info(page) -> str:
+    return page.inner_text("#info")
+
+
+def test_opens_on_the_pipeline_and_the_u(page, tmp_path):
+    assert page.locator("#diagram [data-component=unet]").count() == 1
+    assert page.locator('#diagram [data-section=unet] [data-path="up_blocks.3"]').count() == 1
+    page.screenshot(path=str(tmp_path / "pipeline.png"), full_page=True)
+
+
+def test_drill_from_the_u_into_a_block_and_see_real_shapes(page):
+    page.click('#diagram [data-section=unet] [data-path="down_blocks.0"]')
+    assert "down_blocks.0" in page.inner_text("#crumbs")
+    resnet = page.locator('#diagram [data-path="down_blocks.0.resnets.0"]')
+    assert resnet.count() == 1
+    resnet.hover()
+    text = info(page)
+    assert "ResnetBlock2D" in text and "[2, 320, 64, 64]" in text and "[2, 1280]" in text and "2,255,040" in text
+    assert "GFLOPs" in text
+
+
+def test_down_to_cross_attention_and_the_77_prompt_tokens(page):
+    page.click("#tabs button[data-tab=unet]")
+    for path in ("down_blocks.0", "down_blocks.0.attentions.0", "down_blocks.0.attentions.0.transformer_blocks.0",
+                 "down_blocks.0.attentions.0.transformer_blocks.0.attn2"):
+        page.click(f'#diagram [data-path="{path}"]')
+    diagram = page.inner_text("#diagram")
+    assert "[2, 77, 768]" in diagram and "[2, 8, 4096, 77]" in diagram  # keys from 77 prompt tokens; the scores
+    page.hover('#diagram [data-path="down_blocks.0.attentions.0.transformer_blocks.0.attn2.scores"]')
+    assert "77" in info(page) and "AttentionScores" in info(page)
+    page.click("#crumbs a >> text=UNet")
+    assert page.locator('#diagram [data-path="mid_block"]').count() == 1
+
+
+def test_every_box_of_a_module_or_step_carries_its_path(page):
+    page.click("#tabs button[data-tab=vae]")
+    page.click('#diagram [data-path="encoder"]')
+    page.click('#diagram [data-path="encoder.mid_block"]')
+    page.click('#diagram [data-path="encoder.mid_block.attentions.0"]')
+    paths = page.eval_on_selector_all("#diagram .sd-node", "els => els.map(e => e.getAttribute('data-path'))")
+    assert "encoder.mid_block.attentions.0.scores" in paths and all(paths)
+    page.click("#tabs button[data-tab=vae]")
+    assert page.locator('#diagram [data-path="sample"]').count() == 1  # the reparameterization step
+    assert page.locator("#diagram [data-component=vae]").count() == 0
+    page.click("#tabs button[data-tab=pipeline]")
+    assert page.locator('#diagram [data-component=clip][data-path=""]').count() == 1  # a component's root
+
+
+def test_search_jumps_to_a_module(page):
+    page.fill("#search", "conv_shortcut")
+    matches = page.locator("#matches button[data-path]")
+    assert matches.count() >= 3
+    page.click('#matches button[data-path="down_blocks.1.resnets.0.conv_shortcut"]')
+    picked = page.locator("#diagram .sd-node.picked")
+    assert picked.get_attribute("data-path") == "down_blocks.1.resnets.0.conv_shortcut"
+    assert "Conv2d" in info(page) and "[2, 640, 32, 32]" in info(page)
+    page.fill("#search", "CLIPEncoderLayer")
+    assert page.locator('#matches button[data-component=clip]').count() == 12
+
+
+def test_a_run_with_a_hostile_prompt_runs_no_script(page, tmp_path):
+    page.click("#tabs button[data-tab=run]")
+    assert page.inner_text(".run .prompt") == HOSTILE  # shown as text
+    assert page.evaluate("window.__xss") is None and page.dialogs == []
+    assert page.locator('img[src="x"]').count() == 0
+    assert "random weights" in page.inner_text("#run").lower()
+    first = page.inner_text("#run h2")
+    page.eval_on_selector("#step", "s => { s.value = s.max; s.dispatchEvent(new Event('input')); }")
+    assert page.inner_text("#run h2") != first and "timestep" in page.inner_text("#run h2")
+    assert "[2, 4, 8, 8]" in page.inner_text("#run")
+    assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth > 0")
+    page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+
+
+def test_bad_input(tmp_path):
+    runner = CliRunner()
+    no_run = runner.invoke(app, ["html", str(tmp_path / "site"), "--run", str(tmp_path)])
+    assert no_run.exit_code == 2 and "no valid trace.json" in no_run.stderr
+    unwritable = runner.invoke(app, ["html", "/proc/site"])
+    assert unwritable.exit_code == 2 and "cannot be" in unwritable.stderr and "Traceback" not in unwritable.output
+    assert not (tmp_path / "site").exists()

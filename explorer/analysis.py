@@ -23,13 +23,9 @@ KINDS = ("convolution", "self-attention", "cross-attention", "linear / other")
 def own_flops(trace: Trace) -> list[int]:
     """Per node (by position): its FLOPs minus its children's: what ran in the node itself."""
     own = [n.flops for n in trace.nodes]
-    stack: list[int] = []
-    for i, n in enumerate(trace.nodes):
-        while stack and trace.nodes[stack[-1]].depth >= n.depth:
-            stack.pop()
-        if stack:
-            own[stack[-1]] -= n.flops
-        stack.append(i)
+    for i, parent in enumerate(trace.parents()):
+        if parent is not None:
+            own[parent] -= trace.nodes[i].flops
     return own
 
 

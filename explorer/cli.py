@@ -157,6 +157,25 @@ def _check_cheap(component: str, depth: int | None, height: int | None, width: i
     check_batch(batch)
 
 
+class _Quiet:
+    """A status that shows nothing: where stderr is not a terminal, a spinner only costs time."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def update(self, *args, **kwargs) -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None: ...
+
+
+def _status(text: str):
+    return err.status(text, spinner="dots") if err.is_terminal else _Quiet()
+
+
 def _trace(
     component: str,
     *,
@@ -178,7 +197,7 @@ def _trace(
     traces; notices go to stderr too."""
     from explorer.explore import DEFAULT_PROMPT, trace_cached
 
-    status = err.status(f"Tracing the {component} of {model} ({weights.value} weights)…", spinner="dots")
+    status = _status(f"Tracing the {component} of {model} ({weights.value} weights)…")
     try:
         record, notes = trace_cached(
             component,

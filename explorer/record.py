@@ -185,6 +185,19 @@ class Trace:
                 return node
         raise KeyError(f"no node {path!r} (call {call}) in this {self.component} trace")
 
+    def parents(self) -> list[int | None]:
+        """For each node (by position), the position of its parent, None for the top one. Nodes are
+        in call order with every parent before its children, so the parent is the nearest earlier
+        node one level up."""
+        parents: list[int | None] = []
+        stack: list[int] = []
+        for i, n in enumerate(self.nodes):
+            while stack and self.nodes[stack[-1]].depth >= n.depth:
+                stack.pop()
+            parents.append(stack[-1] if stack else None)
+            stack.append(i)
+        return parents
+
     def paths(self) -> list[str]:
         """Every recorded path once, in call order."""
         return list(dict.fromkeys(n.path for n in self.nodes))

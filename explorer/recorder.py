@@ -367,7 +367,6 @@ class Recorder:
                 params=n["params"],
                 label=n["label"],
                 note=n["note"],
-                flops=n.get("flops", 0),
             )
             for n in self.nodes
         )

@@ -12,14 +12,15 @@ No rich, graphviz or typer here: capture never knows how it will be shown.
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from explorer import attention
+from explorer.cache import package_versions
 from explorer.recorder import _ACTIVE, DataflowMode, Recorder
 from explorer.record import Trace
 
@@ -59,18 +60,6 @@ def instrumented(model: nn.Module, dataflow: bool = True) -> Iterator[Recorder]:
             m.training = was_training
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("sd-explorer", "torch", "diffusers", "transformers"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "unknown"
-    return found
-
-
 def record(
     module: nn.Module,
     inputs: dict[str, torch.Tensor],
@@ -98,54 +87,46 @@ def record(
             where = f"in {last['path'] or 'the component'} ({last['type']})" if last else "before any module ran"
             raise TraceError(f"The {type(module).__name__} forward failed {where}: {exc}") from exc
         recorder.leave(output)
-        if flops:
-            counter.attach()
         dtype = next((p.dtype for p in module.parameters()), torch.float32)
-        return recorder.freeze(
+        trace = recorder.freeze(
             inputs=root["inputs"],
             total_params=root["params"],
             dtype=str(dtype).removeprefix("torch."),
-            versions=versions(),
-            total_flops=root.get("flops", 0),
+            versions=package_versions(),
             **trace_fields,
         )
+        return counter.with_flops(trace) if flops else trace
 
 
 class FlopsByNode(TorchDispatchMode):
     """Counts floating-point operations with PyTorch's own formulas (those of
     `torch.utils.flop_counter.FlopCounterMode`: matmuls, convolutions, scaled-dot-product attention)
-    and gives each count to the node running at that moment; `attach()` then sums them up the tree.
+    and gives each count to the node running at that moment; `with_flops` then sums them up the tree.
     The attribution uses the recorder's module stack, so names are the record's own, also for the
     VAE, whose encoder and decoder are not called through the VAE's forward."""
 
     def __init__(self, recorder: Recorder):
+        from torch.utils.flop_counter import flop_registry  # only explore stats pays for this import
+
         super().__init__()
         self.recorder = recorder
+        self.registry = flop_registry
         self.own: dict[int, int] = {}  # node index -> flops run directly in it
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
+        formula = self.registry.get(func._overloadpacket)
         if formula is not None and self.recorder.stack:
             index = self.recorder.stack[-1]["index"]
             self.own[index] = self.own.get(index, 0) + int(formula(*args, **kwargs, out_val=out))
         return out
 
-    def attach(self) -> None:
-        nodes = self.recorder.nodes
-        for node in nodes:
-            node["flops"] = self.own.get(node["index"], 0)
-        for node in reversed(nodes):  # children come after their parent: add each to its parent
-            parent = _parent_index(nodes, node["index"])
+    def with_flops(self, trace: Trace) -> Trace:
+        """`trace` with every node's FLOPs: its own plus its descendants'."""
+        totals = [self.own.get(i, 0) for i in range(len(trace.nodes))]
+        for i, parent in reversed(list(enumerate(trace.parents()))):  # children before their parent
             if parent is not None:
-                nodes[parent]["flops"] += node["flops"]
-
-
-def _parent_index(nodes: list[dict], index: int) -> int | None:
-    depth = nodes[index]["depth"]
-    for j in range(index - 1, -1, -1):
-        if nodes[j]["depth"] < depth:
-            return j
-    return None
-
+                totals[parent] += totals[i]
+        nodes = tuple(replace(n, flops=total) for n, total in zip(trace.nodes, totals))
+        return replace(trace, nodes=nodes, total_flops=totals[0] if totals else 0)

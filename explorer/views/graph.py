@@ -132,14 +132,7 @@ class _Index:
     def __init__(self, trace: Trace):
         self.nodes = trace.nodes
         self.at = {(n.path, n.call): i for i, n in enumerate(trace.nodes)}
-        self.parent: dict[int, int] = {}
-        stack: list[int] = []
-        for i, n in enumerate(trace.nodes):
-            while stack and self.nodes[stack[-1]].depth >= n.depth:
-                stack.pop()
-            if stack:
-                self.parent[i] = stack[-1]
-            stack.append(i)
+        self.parent: dict[int, int] = {i: p for i, p in enumerate(trace.parents()) if p is not None}
         self.children: dict[int, list[int]] = {}
         for child, parent in self.parent.items():
             self.children.setdefault(parent, []).append(child)

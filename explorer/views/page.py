@@ -23,13 +23,9 @@ def node_key(n: Node) -> str:
 
 def children_map(trace: Trace) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
-    stack: list[int] = []
-    for i, n in enumerate(trace.nodes):
-        while stack and trace.nodes[stack[-1]].depth >= n.depth:
-            stack.pop()
-        if stack:
-            children.setdefault(stack[-1], []).append(i)
-        stack.append(i)
+    for i, parent in enumerate(trace.parents()):
+        if parent is not None:
+            children.setdefault(parent, []).append(i)
     return children
 
 
@@ -40,12 +36,11 @@ def viewable(trace: Trace) -> list[Node]:
 
 
 def nodes_data(trace: Trace, with_view: set[str]) -> dict[str, dict[str, Any]]:
-    children = children_map(trace)
-    parent_of: dict[int, int] = {c: p for p, cs in children.items() for c in cs}
+    parents = trace.parents()
     data = {}
     for i, n in enumerate(trace.nodes):
         key = node_key(n)
-        parent = parent_of.get(i)
+        parent = parents[i]
         data[key] = {
             "path": n.path,
             "call": n.call,

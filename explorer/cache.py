@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from explorer.files import write_atomic
 from explorer.record import Trace
 
 FORMAT = 1  # bump when what is stored changes
@@ -74,9 +74,7 @@ def store(name: str, trace: Trace, notes: list[str]) -> None:
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"trace": trace.to_dict(), "notes": notes}, f, separators=(",", ":"), ensure_ascii=False)
-        os.replace(tmp, folder / f"{name}.json")
+        text = json.dumps({"trace": trace.to_dict(), "notes": notes}, separators=(",", ":"), ensure_ascii=False)
+        write_atomic(folder / f"{name}.json", text)
     except OSError:
         pass  # a cache we cannot write is no cache, not an error

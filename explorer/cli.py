@@ -468,13 +468,12 @@ def stats(
 
                 _print_wide(scaling_table(rows, component.value))
             if plot is not None:
-                from explorer.diagrams import _atomic_write
-
-                figure = plot_scaling(rows, component.value)
                 import io
 
+                from explorer.diagrams import _atomic_write
+
                 buffer = io.BytesIO()
-                figure.savefig(buffer, format="png")
+                plot_scaling(rows, component.value).savefig(buffer, format="png")
                 _atomic_write(plot, buffer.getvalue())
                 err.print(f"Wrote {plot}", style="dim", highlight=False)
             return

@@ -8,12 +8,12 @@ figure of the article, one `.svg` and one `.dot` each.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from explorer.errors import ExplorerError
+from explorer.files import write_atomic
 from explorer.record import Trace
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot"}
@@ -79,21 +79,10 @@ def _make_folder(folder: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: no half-written file, ever."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_atomic(path, data)
     except OSError as exc:
         raise ExplorerError(f"{path} cannot be written ({exc.strerror}): choose another place.") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a diagram is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write(d: Diagram, path: Path) -> Path:

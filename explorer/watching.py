@@ -17,7 +17,6 @@ import io
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from explorer.errors import ExplorerError
+from explorer.files import write_atomic
 
 SCHEMA = "sd-explorer/generation@1"
 SCHEDULERS = {
@@ -86,16 +86,6 @@ def make_out(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExplorerError(f"--out {out} cannot be created ({exc.strerror}): choose another folder.") from None
-
-
-def write_atomic(path: Path, content: str | bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
-        f.write(content)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
 
 
 # -- the pipeline ------------------------------------------------------------------------------------

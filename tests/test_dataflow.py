@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from explorer import trace
 
 
 def incoming(t, path, call=0):

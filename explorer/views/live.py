@@ -132,7 +132,6 @@ def live_panel(watch: Any) -> Panel:
 
 def summary(watch: Any, interrupted: bool = False) -> Group:
     """After the run: where the files are, and where the time went."""
-    s = watch.settings
     done = len(watch.steps)
     parts: list[Any] = []
     if interrupted:

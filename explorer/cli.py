@@ -449,6 +449,11 @@ def stats(
             raise ExplorerError("--plot draws the growth measured by --sizes: give --sizes too, e.g. --sizes 256,512,768.")
         if plot is not None and plot.suffix.lower() != ".png":
             raise ExplorerError(f"--plot writes a PNG image: give a file name ending in .png, not {plot.name!r}.")
+        if plot is not None:
+            import importlib.util
+
+            if importlib.util.find_spec("matplotlib") is None:
+                raise ExplorerError("--plot draws with matplotlib: `pip install matplotlib` (or sd-explorer[notebooks]).")
         if sizes:
             size_list = _parse_sizes(sizes, component.value)
             if plot is not None:

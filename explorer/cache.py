@@ -50,7 +50,7 @@ def source_fingerprint(source: Any, component: str, allow_pickle: bool) -> dict[
 
     found: dict[str, Any] = {"kind": source.kind, "label": source.label, "config": component_config(source, component)}
     if source.has_weights:
-        files = _weight_files(source, component, allow_pickle)
+        files = _weight_files(source, component, allow_pickle, required=source.kind != "hub")
         found["files"] = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     return found
 

@@ -323,7 +323,11 @@ def load(
     cfg = component_config(source, component)
     notes: list[str] = []
     built = build(component, cfg, weights, seed)
-    if source.has_weights:
+    # A hub id explored on the meta device needs only its configs: its weights may not be downloaded.
+    required = weights == "pretrained" or source.kind != "hub"
+    if source.has_weights and not _weight_files(source, component, allow_pickle, required=required):
+        notes.append(f"The {component} weights of {source.label} are not in the local cache: shapes from its config alone.")
+    elif source.has_weights:
         checkpoint = read_checkpoint(source, component, allow_pickle=allow_pickle, values=weights == "pretrained")
         state = to_model_keys(component, checkpoint, built, cfg)
         extra = check_against(built, state, component, source)
@@ -345,8 +349,9 @@ def load(
 # -- checkpoints ---------------------------------------------------------------------------------------
 
 
-def _weight_files(source: Source, component: str, allow_pickle: bool) -> list[Path]:
-    """The files holding the component's weights, preferring full precision over fp16 variants."""
+def _weight_files(source: Source, component: str, allow_pickle: bool, required: bool = True) -> list[Path]:
+    """The files holding the component's weights, preferring full precision over fp16 variants.
+    None found: an error when `required`, else an empty list."""
     assert source.path is not None
     if source.kind == "file":
         return [source.path]
@@ -360,6 +365,8 @@ def _weight_files(source: Source, component: str, allow_pickle: bool) -> list[Pa
         if not allow_pickle:
             raise _pickle_refusal(pickles[0])
         return pickles
+    if not required:
+        return []
     raise ExplorerError(f"{folder} has a config.json but no weights (*.safetensors) for the {component}.")
 
 

@@ -152,3 +152,19 @@ def test_console_script_and_hub_ids(fake_hub_cache):
 
     help_text = _explore("--help")
     assert help_text.returncode == 0 and "unet" in help_text.stdout and "clip" in help_text.stdout
+
+
+def test_hub_id_with_only_its_configs_cached(tmp_path, fake_hub_cache):
+    """A hub id explored on the meta device needs its configs, not its weights."""
+    import shutil
+
+    cache = tmp_path / "hub"
+    shutil.copytree(fake_hub_cache, cache)
+    for weights in cache.glob("models--*/snapshots/*/*/*.safetensors"):
+        weights.unlink()
+    result = _explore("unet", "--model", "sd-explorer-test/tiny", "--depth", "0", env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "not in the local cache" in result.stderr
+    pretrained = _explore("unet", "--model", "sd-explorer-test/tiny", "--weights", "pretrained",
+                          env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    assert pretrained.returncode == 2 and "no weights" in pretrained.stderr

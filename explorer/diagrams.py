@@ -7,12 +7,12 @@ figure of the article, one `.svg` and one `.dot` each.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from explorer.errors import ExplorerError
+from explorer import files
 from explorer.files import write_atomic
 from explorer.record import Trace
 
@@ -62,20 +62,12 @@ def format_of(path: Path) -> str:
 
 
 def check_writable(folder: Path) -> None:
-    """Fail early, before any work, when nothing can be written in `folder`."""
-    if folder.exists() and not folder.is_dir():
-        raise ExplorerError(f"{folder} is a file, not a folder: choose where the diagrams should go.")
-    probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
-        raise ExplorerError(f"{folder} cannot be written (no permission): choose another place.")
+    files.check_writable(folder, "the diagrams")
 
 
 def _make_folder(folder: Path) -> None:
     check_writable(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExplorerError(f"{folder} cannot be created ({exc.strerror}): choose another place.") from None
+    files.make_folder(folder)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -21,3 +21,24 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fail early, before any work, when `folder` cannot become a folder we can write `what` in."""
+    from explorer.errors import ExplorerError
+
+    if folder.exists() and not folder.is_dir():
+        raise ExplorerError(f"{folder} is a file, not a folder: choose where {what} should go.")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ExplorerError(f"{folder} cannot be written (no permission): choose another folder for {what}.")
+
+
+def make_folder(folder: Path) -> None:
+    """Create `folder` (and its parents), or say in one sentence why it cannot be."""
+    from explorer.errors import ExplorerError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExplorerError(f"{folder} cannot be created ({exc.strerror}): choose another folder.") from None

@@ -28,6 +28,14 @@ def shape_str(shape: Shape | tuple[Shape, ...], compact: bool = False) -> str:
     return "[" + sep.join(str(d) for d in shape) + "]"
 
 
+def fmt_params(n: int) -> str:
+    """859520964 -> '859.5M', 410880 -> '410.9K', 640 -> '640'."""
+    for size, unit in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K")):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
 def _is_shape_tuple(value: Any) -> bool:
     return bool(value) and isinstance(value[0], (list, tuple))
 

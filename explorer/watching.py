@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from explorer.errors import ExplorerError
-from explorer.files import write_atomic
+from explorer.files import check_writable, make_folder, write_atomic
 
 SCHEMA = "sd-explorer/generation@1"
 SCHEDULERS = {
@@ -69,23 +68,6 @@ def default_out(prompt: str, root: Path = Path("runs")) -> Path:
     """runs/20261124-203015-a-lighthouse-at-dusk"""
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "run"
     return root / f"{datetime.now():%Y%m%d-%H%M%S}-{slug}"
-
-
-def check_out(out: Path) -> None:
-    """Fail before any work when `out` cannot become a folder we can write in."""
-    if out.exists() and not out.is_dir():
-        raise ExplorerError(f"--out {out} is a file: give a folder for image.png, latents.png and trace.json.")
-    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise ExplorerError(f"--out {out} cannot be written (no permission): choose another folder.")
-
-
-def make_out(out: Path) -> None:
-    """Create `out` once there is something to put in it, so a failed start leaves nothing behind."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExplorerError(f"--out {out} cannot be created ({exc.strerror}): choose another folder.") from None
 
 
 # -- the pipeline ------------------------------------------------------------------------------------
@@ -415,7 +397,7 @@ def generate(
     from explorer.tokenizer import tokenize
 
     check(settings)
-    check_out(out)
+    check_writable(out, "image.png, latents.png and trace.json")
     source = resolve(settings)
     watch = Watch(settings=settings, out=out)
 
@@ -447,7 +429,7 @@ def generate(
     }
     watch.components = {name: t.to_dict() for name, t in static.items()}
     watch.end("static traces")
-    make_out(out)
+    make_folder(out)  # only now: a failed start leaves nothing behind
     watch.write()
     on_start(watch)
 

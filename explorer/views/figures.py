@@ -7,7 +7,7 @@ ResnetBlock2D whose channels change), never by a hard-coded path, and how deep t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from explorer.record import Node, Trace, shape_str
@@ -59,7 +59,6 @@ class Figure:
     fold: tuple[str, str] | None = None
     detail: bool = True
     about: str = ""  # one line under the heading
-    options: dict = field(default_factory=dict)
 
 
 FIGURES: tuple[Figure, ...] = (

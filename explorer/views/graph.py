@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from explorer.errors import ExplorerError
-from explorer.record import Node, Trace, shape_str
+from explorer.record import Node, Trace, fmt_params, shape_str
 from explorer.views.kinds import kind_of
 
 FILL = {
@@ -97,13 +97,6 @@ def _esc(text: str) -> str:
 
 def _small(text: str, color: str = "#555555") -> str:
     return f'<font point-size="10" color="{color}">{_esc(text)}</font>'
-
-
-def fmt_params(n: int) -> str:
-    for size, unit in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K")):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
 
 
 def sequence(types: list[str]) -> str:

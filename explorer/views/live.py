@@ -13,6 +13,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from explorer.record import shape_str
+
 PHASES = (
     ("build", "build"),
     ("tokenize", "tokenize"),
@@ -29,10 +31,6 @@ SEAMS = (
     ("latent_out", "latent out", ""),
 )
 SPARK = "▁▂▃▄▅▆▇█"
-
-
-def fmt_shape(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def fmt_seconds(s: float) -> str:
@@ -123,7 +121,7 @@ def live_panel(watch: Any) -> Panel:
                 note = about.format(g=f"{s.guidance:g}")
                 if key == "latent_out":
                     note = f"mean {last.latent_stats['mean']:+.3f}  std {last.latent_stats['std']:.3f}"
-                seams.add_row(Text(f"  {name}", "dim"), Text(fmt_shape(last.shapes[key]), "bold"), Text(note, "dim"))
+                seams.add_row(Text(f"  {name}", "dim"), Text(shape_str(last.shapes[key]), "bold"), Text(note, "dim"))
         parts.append(seams)
         parts.append(Text.assemble(("  latent std  ", "dim"), (sparkline([st.latent_stats["std"] for st in watch.steps]), "cyan")))
     parts.extend([Text(""), phases_line(watch)])

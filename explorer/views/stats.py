@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from explorer.analysis import KINDS, Scaling, activation_bytes, flops_by_kind, leaf_activation_bytes
-from explorer.record import Trace
-from explorer.views.tree import _layout, fmt_params, type_style
+from explorer.record import Trace, fmt_params
+from explorer.views.tree import _layout, type_style
 
 SORTS = ("tree", "flops", "params", "activation")
 

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.text import Text
 
-from explorer.record import Node, Trace, shape_str
+from explorer.record import Node, Trace, fmt_params, shape_str
 from explorer.views.kinds import kind_of
 
 WEIGHT_WORDS = {
@@ -38,14 +38,6 @@ KIND_STYLES = {
 
 def type_style(node: Node) -> str:
     return KIND_STYLES[kind_of(node)]
-
-
-def fmt_params(n: int) -> str:
-    """859520964 -> '859.5M', 410880 -> '410.9K', 640 -> '640'."""
-    for size, unit in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K")):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
 
 
 def fmt_shape(shape) -> str:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from explorer.record import Node, Trace
 
-KINDS = ("convolution", "self-attention", "cross-attention", "linear / other")
+WORK = ("convolution", "self-attention", "cross-attention", "linear / other")  # the kinds of work
+SORTS = ("tree", "flops", "params", "activation")  # how `explore stats` orders its rows
 
 
 def own_flops(trace: Trace) -> list[int]:
@@ -34,7 +35,8 @@ def _attention_layers(trace: Trace) -> set[str]:
     return {n.path.rsplit(".", 1)[0] for n in trace.nodes if n.type == "AttentionScores"}
 
 
-def kind_of_work(node: Node, attention: set[str]) -> str:
+def work_of(node: Node, attention: set[str]) -> str:
+    """Which of WORK a node's own FLOPs are."""
     if node.path in attention:
         return "cross-attention" if "encoder_hidden_states" in node.inputs else "self-attention"
     if "Conv" in node.type:
@@ -42,13 +44,13 @@ def kind_of_work(node: Node, attention: set[str]) -> str:
     return "linear / other"
 
 
-def flops_by_kind(trace: Trace) -> dict[str, int]:
-    """The component's FLOPs split into KINDS."""
+def flops_by_work(trace: Trace) -> dict[str, int]:
+    """The component's FLOPs split into WORK."""
     attention = _attention_layers(trace)
-    totals = dict.fromkeys(KINDS, 0)
+    totals = dict.fromkeys(WORK, 0)
     for node, own in zip(trace.nodes, own_flops(trace)):
         if own:
-            totals[kind_of_work(node, attention)] += own
+            totals[work_of(node, attention)] += own
     return totals
 
 
@@ -77,7 +79,7 @@ def leaf_activation_bytes(trace: Trace) -> int:
 class Scaling:
     size: int  # image side in pixels
     tokens: int  # latent positions: what attention is quadratic in
-    flops: dict[str, int]  # by kind
+    flops: dict[str, int]  # by kind of work
 
     @property
     def total(self) -> int:
@@ -93,31 +95,24 @@ def scaling(component: str, sizes: list[int], **trace_options) -> list[Scaling]:
         t = trace(component, height=size, width=size, flops=True, **trace_options)
         scores = [n for n in t.nodes if n.type == "AttentionScores"]
         tokens = max((n.outputs[0][2] for n in scores), default=0)
-        rows.append(Scaling(size, tokens, flops_by_kind(t)))
+        rows.append(Scaling(size, tokens, flops_by_work(t)))
     return rows
 
 
-def plot_scaling(rows: list[Scaling], component: str):
-    """A matplotlib figure: GFLOPs by kind against the image size, stacked."""
-    import matplotlib
+def parse_sizes(sizes: str, component: str) -> list[int]:
+    """'256,512,768' -> [256, 512, 768], each a valid image size; one sentence otherwise."""
+    from explorer.components import component as entry
+    from explorer.errors import OptionError
+    from explorer.explore import check_size
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = [r.size for r in rows]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    bottom = [0.0] * len(rows)
-    colors = {"convolution": "#4e9ac7", "self-attention": "#a05cc8", "cross-attention": "#d99bd9", "linear / other": "#e6b83c"}
-    for kind in KINDS:
-        values = [r.flops[kind] / 1e9 for r in rows]
-        ax.bar([str(s) for s in sizes], values, bottom=bottom, label=kind, color=colors[kind])
-        bottom = [b + v for b, v in zip(bottom, values)]
-    for x, (r, top) in enumerate(zip(rows, bottom)):
-        ax.text(x, top, f"{top:,.0f}", ha="center", va="bottom", fontsize=9)
-    ax.set_xlabel("image size (pixels per side)")
-    ax.set_ylabel("GFLOPs per call")
-    ax.set_title(f"SD1.5 {component}: cost of one call, by kind of work")
-    ax.legend(frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    return fig
+    if not entry(component).image_sized:
+        raise OptionError("sizes", f"is about image sizes: it applies to unet and vae, not to the {component}.")
+    try:
+        values = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise OptionError("sizes", f"takes pixel sizes separated by commas, e.g. 256,512,768; got {sizes!r}.") from None
+    if not values:
+        raise OptionError("sizes", "needs at least one size, e.g. 256,512,768.")
+    for value in values:
+        check_size("sizes", value)
+    return values

@@ -17,12 +17,25 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from explorer.errors import ExplorerError
+from explorer.analysis import SORTS
+from explorer.components import COMPONENTS
+from explorer.errors import ExplorerError, OptionError
+from explorer.loading import WEIGHTS
+from explorer.watching import SCHEDULERS
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-COMPONENTS = ("unet", "vae", "clip")
+
+def _choices(name: str, values) -> type[Enum]:
+    """A closed set of values as an Enum, so that --help lists them; the values live where they are used."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+Weights = _choices("Weights", WEIGHTS)
+Component = _choices("Component", COMPONENTS)
+Sort = _choices("Sort", SORTS)
+Scheduler = _choices("Scheduler", SCHEDULERS)
 
 
 class _Commands(TyperGroup):
@@ -62,12 +75,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class Weights(str, Enum):
-    meta = "meta"
-    random = "random"
-    pretrained = "pretrained"
 
 
 # -- options shared by the component commands ---------------------------------------------------------
@@ -132,7 +139,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except ExplorerError as exc:
-        err.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        message = exc.for_cli() if isinstance(exc, OptionError) else str(exc)
+        err.print(f"[bold red]Error:[/] {message}", highlight=False)
         raise typer.Exit(2) from None
     except Exception as exc:
         from explorer.tracing import TraceError  # only loaded once torch is
@@ -141,20 +149,6 @@ def user_errors() -> Iterator[None]:
             err.print(f"[bold red]Error:[/] {exc}", highlight=False)
             raise typer.Exit(1) from None
         raise
-
-
-def _check_cheap(component: str, depth: int | None, height: int | None, width: int | None, batch: int | None):
-    """The checks that need no model: a typo should not cost the torch import."""
-    from explorer.explore import check_batch, check_size
-
-    if depth is not None and depth < 0:
-        raise ExplorerError(
-            f"--depth must be 0 or more, got {depth}: 0 shows the {component} alone, 1 its blocks, "
-            "2 their layers, and so on."
-        )
-    check_size("height", height)
-    check_size("width", width)
-    check_batch(batch)
 
 
 class _Quiet:
@@ -176,46 +170,22 @@ def _status(text: str):
     return err.status(text, spinner="dots") if err.is_terminal else _Quiet()
 
 
-def _trace(
-    component: str,
-    *,
-    model: str,
-    config: str | None,
-    weights: Weights,
-    height: int | None = None,
-    width: int | None = None,
-    batch: int | None = None,
-    allow_pickle: bool = False,
-    allow_download: bool = False,
-    seed: int = 0,
-    prompt: str | None = None,
-    negative_prompt: str = "",
-    flops: bool = False,
-    no_cache: bool = False,
-):
+def _request(component: str, *, model: str, config: str | None, weights, prompt: str | None = None, **options):
+    """The TraceRequest the flags describe: checked here, before anything heavy is imported."""
+    from explorer.explore import DEFAULT_PROMPT, TraceRequest
+
+    weights = getattr(weights, "value", weights)
+    return TraceRequest(component, model, weights, config=config, prompt=DEFAULT_PROMPT if prompt is None else prompt, **options)
+
+
+def _trace(request, no_cache: bool = False):
     """Load and trace one component (or read it from the cache), with a spinner on stderr while it
     traces; notices go to stderr too."""
-    from explorer.explore import DEFAULT_PROMPT, trace_cached
+    from explorer.explore import trace_cached
 
-    status = _status(f"Tracing the {component} of {model} ({weights.value} weights)…")
+    status = _status(f"Tracing the {request.component} of {request.model} ({request.weights} weights)…")
     try:
-        record, notes = trace_cached(
-            component,
-            model,
-            weights=weights.value,
-            use_cache=not no_cache,
-            config=config,
-            allow_pickle=allow_pickle,
-            allow_download=allow_download,
-            on_miss=status.start,
-            height=height,
-            width=width,
-            batch=batch,
-            prompt=DEFAULT_PROMPT if prompt is None else prompt,
-            negative_prompt=negative_prompt,
-            seed=seed,
-            flops=flops,
-        )
+        record, notes = trace_cached(request, use_cache=not no_cache, on_miss=status.start)
     finally:
         status.stop()
     for note in notes:  # stderr: stdout holds only the tree or the JSON
@@ -223,31 +193,18 @@ def _trace(
     return record
 
 
-def _explore(
-    component: str,
-    *,
-    depth: int | None,
-    block: str | None,
-    as_json: bool,
-    height: int | None,
-    width: int | None,
-    batch: int | None,
-    **load_options,
-) -> None:
+def _explore(component: str, *, depth: int | None, block: str | None, as_json: bool, no_cache: bool, **flags) -> None:
     with user_errors():
-        from explorer.explore import narrow
+        from explorer.explore import check_depth, narrow
+        from explorer.views.format import dropped_tokens
 
-        _check_cheap(component, depth, height, width, batch)
-        record = _trace(component, height=height, width=width, batch=batch, **load_options)
+        check_depth(depth, component)  # a typo should not cost the torch import
+        record = _trace(_request(component, **flags), no_cache)
         if as_json:
             shown = narrow(record, block, depth) if (block or depth is not None) else record
             for tokens in record.tokens:
-                if tokens["dropped_count"]:
-                    err.print(
-                        f"Warning: the prompt is {tokens['dropped_count']} tokens too long; CLIP drops "
-                        f"{tokens['dropped']!r}.",
-                        highlight=False,
-                    )
+                if dropped := dropped_tokens(tokens):
+                    err.print(f"Warning: {dropped}", highlight=False)
             sys.stdout.write(shown.to_json() + "\n")
             return
         from explorer.views.tree import render
@@ -326,13 +283,7 @@ def clip(
     Shows the tokenization too: start and end tokens, padding to 77, and what is dropped when a
     prompt is longer than 75 tokens.
     """
-    _explore("clip", height=None, width=None, **locals())
-
-
-class Component(str, Enum):
-    unet = "unet"
-    vae = "vae"
-    clip = "clip"
+    _explore("clip", **locals())
 
 
 @app.command()
@@ -359,28 +310,14 @@ def diagram(
     """
     with user_errors():
         from explorer.diagrams import check_writable, diagram as make_diagram, format_of, write
-        from explorer.explore import narrow
+        from explorer.explore import check_depth
 
         format_of(output)
         check_writable(output.parent)
-        if depth < 1:
-            raise ExplorerError(f"--depth must be 1 or more for a diagram, got {depth}.")
-        _check_cheap(component.value, None, height, width, batch)
-        record = _trace(
-            component.value,
-            model=model,
-            config=config,
-            weights=weights,
-            height=height,
-            width=width,
-            batch=batch,
-            allow_pickle=allow_pickle,
-            allow_download=allow_download,
-            no_cache=no_cache,
-        )
-        if block:
-            narrow(record, block)  # one sentence when --block names nothing
-        write(make_diagram(record, block, depth), output)
+        check_depth(depth, component.value, minimum=1)
+        request = _request(component.value, model=model, config=config, weights=weights, height=height, width=width,
+                           batch=batch, allow_pickle=allow_pickle, allow_download=allow_download)
+        write(make_diagram(_trace(request, no_cache), block, depth), output)
         err.print(f"Wrote {output}", style="dim", highlight=False)
 
 
@@ -401,18 +338,11 @@ def diagrams(
         from explorer.diagrams import check_writable, figure_count, write_figures
 
         check_writable(folder)
-        traces = {c: _trace(c, model=model, config=config, weights=Weights.meta, no_cache=no_cache) for c in COMPONENTS}
+        traces = {c: _trace(_request(c, model=model, config=config, weights="meta"), no_cache) for c in COMPONENTS}
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("Drawing", total=figure_count())
             written = write_figures(traces, folder, progress=lambda name: progress.update(task, advance=1, description=name))
         err.print(f"Wrote {len(written)} files to {folder}", style="dim", highlight=False)
-
-
-class Sort(str, Enum):
-    tree = "tree"
-    flops = "flops"
-    params = "params"
-    activation = "activation"
 
 
 @app.command()
@@ -442,77 +372,66 @@ def stats(
     latent positions, self-attention with its square.
     """
     with user_errors():
-        from explorer.explore import narrow
+        from explorer.explore import check_depth, narrow
 
-        _check_cheap(component.value, depth, height, width, batch)
+        check_depth(depth, component.value)
+        request = _request(component.value, model=model, config=config, weights="meta", height=height, width=width,
+                           batch=batch, allow_pickle=allow_pickle, allow_download=allow_download, flops=True)
         if plot is not None and not sizes:
-            raise ExplorerError("--plot draws the growth measured by --sizes: give --sizes too, e.g. --sizes 256,512,768.")
-        if plot is not None and plot.suffix.lower() != ".png":
-            raise ExplorerError(f"--plot writes a PNG image: give a file name ending in .png, not {plot.name!r}.")
-        if plot is not None:
-            import importlib.util
-
-            if importlib.util.find_spec("matplotlib") is None:
-                raise ExplorerError("--plot draws with matplotlib: `pip install matplotlib` (or sd-explorer[notebooks]).")
+            raise OptionError("plot", "draws the growth measured by --sizes: give --sizes too, e.g. --sizes 256,512,768.")
         if sizes:
-            size_list = _parse_sizes(sizes, component.value)
-            if plot is not None:
-                from explorer.diagrams import check_writable
-
-                check_writable(plot.parent)
-            with err.status(f"Counting the {component.value}'s FLOPs at {len(size_list)} sizes…", spinner="dots"):
-                from explorer.analysis import plot_scaling, scaling
-
-                rows = scaling(component.value, size_list, model=model, config=config, batch=batch,
-                               allow_pickle=allow_pickle, allow_download=allow_download)
-            if as_json:
-                data = [{"size": r.size, "tokens": r.tokens, "flops": r.flops, "total_flops": r.total} for r in rows]
-                sys.stdout.write(json.dumps(data, indent=1) + "\n")
-            else:
-                from explorer.views.stats import scaling_table
-
-                _print_wide(scaling_table(rows, component.value))
-            if plot is not None:
-                import io
-
-                from explorer.diagrams import _atomic_write
-
-                buffer = io.BytesIO()
-                plot_scaling(rows, component.value).savefig(buffer, format="png")
-                _atomic_write(plot, buffer.getvalue())
-                err.print(f"Wrote {plot}", style="dim", highlight=False)
+            _stats_by_size(request, sizes, plot, as_json)
             return
-        whole = _trace(component.value, model=model, config=config, weights=Weights.meta, height=height, width=width,
-                       batch=batch, allow_pickle=allow_pickle, allow_download=allow_download, flops=True,
-                       no_cache=no_cache)
-        shown = narrow(whole, block, depth)
         from explorer.views.stats import stats_json, stats_table
 
+        whole = _trace(request, no_cache)
+        shown = narrow(whole, block, depth)
         if as_json:
             sys.stdout.write(json.dumps(stats_json(shown, whole), indent=1, ensure_ascii=False) + "\n")
         else:
             _print_wide(stats_table(shown, whole, sort.value))
 
 
+def _stats_by_size(request, sizes: str, plot: Optional[Path], as_json: bool) -> None:
+    """explore stats --sizes: the FLOPs at each size, as a table or JSON, and with --plot a PNG."""
+    from explorer.analysis import parse_sizes, scaling
+
+    size_list = parse_sizes(sizes, request.component)
+    if plot is not None:
+        _check_plot(plot)
+    with err.status(f"Counting the {request.component}'s FLOPs at {len(size_list)} sizes…", spinner="dots"):
+        rows = scaling(request.component, size_list, model=request.model, config=request.config, batch=request.batch,
+                       allow_pickle=request.allow_pickle, allow_download=request.allow_download)
+    if as_json:
+        data = [{"size": r.size, "tokens": r.tokens, "flops": r.flops, "total_flops": r.total} for r in rows]
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    else:
+        from explorer.views.stats import scaling_table
+
+        _print_wide(scaling_table(rows, request.component))
+    if plot is not None:
+        from explorer.files import write_file
+        from explorer.views.stats import plot_scaling, png_bytes
+
+        write_file(plot, png_bytes(plot_scaling(rows, request.component)))
+        err.print(f"Wrote {plot}", style="dim", highlight=False)
+
+
+def _check_plot(plot: Path) -> None:
+    import importlib.util
+
+    from explorer.files import check_writable
+
+    if plot.suffix.lower() != ".png":
+        raise OptionError("plot", f"writes a PNG image: give a file name ending in .png, not {plot.name!r}.")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise OptionError("plot", "draws with matplotlib: `pip install matplotlib` (or sd-explorer[notebooks]).")
+    check_writable(plot.parent, plot.name)
+
+
 def _print_wide(renderable) -> None:
     """Tables at their natural width, even when stdout is a pipe (rich would squeeze them to 80)."""
     Console(file=out.file, width=max(out.width, 200), soft_wrap=True).print(renderable, highlight=False)
-
-
-def _parse_sizes(sizes: str, component: str) -> list[int]:
-    from explorer.explore import check_size
-
-    if component == "clip":
-        raise ExplorerError("--sizes is about image sizes: it applies to unet and vae, not to the text encoder.")
-    try:
-        values = [int(s) for s in sizes.split(",") if s.strip()]
-    except ValueError:
-        raise ExplorerError(f"--sizes takes pixel sizes separated by commas, e.g. 256,512,768; got {sizes!r}.") from None
-    if not values:
-        raise ExplorerError("--sizes needs at least one size, e.g. 256,512,768.")
-    for value in values:
-        check_size("sizes", value)
-    return values
 
 
 @app.command()
@@ -537,20 +456,14 @@ def html(
         if run is not None:
             read_run(run)  # one sentence before any work when it is not a run
         traces = {
-            c: _trace(c, model=model, config=config, weights=Weights.meta, allow_pickle=allow_pickle,
-                      allow_download=allow_download, flops=True, no_cache=no_cache)
+            c: _trace(_request(c, model=model, config=config, weights="meta", allow_pickle=allow_pickle,
+                               allow_download=allow_download, flops=True), no_cache)
             for c in COMPONENTS
         }
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("Drawing every block", total=None)
             page = build(folder, traces, run, progress=lambda done, total: progress.update(task, completed=done, total=total))
         err.print(f"Wrote {page}: open it in a browser.", style="dim", highlight=False)
-
-
-class Scheduler(str, Enum):
-    pndm = "pndm"
-    ddim = "ddim"
-    euler = "euler"
 
 
 @app.command()
@@ -579,72 +492,22 @@ def generate(
     image is noise. A diffusers folder, a .safetensors file or a hub id gives a real image.
     """
     with user_errors():
-        from rich.live import Live
-
-        from explorer.views.live import compare_view, live_panel, summary
+        from explorer.views.live import LiveDisplay, compare_view, summary
         from explorer.watching import Settings, check, default_out, generate as run_generation
 
-        settings = Settings(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            steps=steps,
-            guidance=guidance,
-            height=height,
-            width=width,
-            seed=seed,
-            scheduler=scheduler.value,
-            model=model,
-            config=config,
-            allow_pickle=allow_pickle,
-            allow_download=allow_download,
-        )
+        settings = Settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
+                            height=height, width=width, seed=seed, scheduler=scheduler.value, model=model,
+                            config=config, allow_pickle=allow_pickle, allow_download=allow_download)
         check(settings)
-        folder = out_dir or default_out(prompt)
-        live = Live(console=err, refresh_per_second=4, transient=False)
-        status = err.status("Building the pipeline…", spinner="dots")
-        messages = {"build": "Building the pipeline…", "static": "Tracing the components for the record…"}
-
-        def on_phase(name: str) -> None:
-            status.update(messages.get(name, name))
-
-        def on_start(watch) -> None:
-            status.stop()
-            for record in watch.tokens:
-                if record["dropped_count"]:
-                    err.print(
-                        f"[bold yellow]Warning:[/] the prompt is {record['dropped_count']} tokens too long for CLIP's "
-                        f"77; it runs without {record['dropped']!r}.",
-                        highlight=False,
-                    )
-            if watch.weights == "random":
-                err.print(
-                    f"[bold red]Random weights:[/] {watch.model} is a preset with no weights; the architecture is "
-                    "real and every shape is exact, but the image will be noise. Give --model a diffusers folder, "
-                    "a .safetensors file or a hub id for a real image.",
-                    highlight=False,
-                )
-            live.update(live_panel(watch))
-            live.start()
-
+        display = LiveDisplay(err)
         try:
-            status.start()
-            result = run_generation(
-                settings,
-                folder,
-                compare=compare,
-                on_start=on_start,
-                on_step=lambda watch: live.update(live_panel(watch)),
-                on_phase=on_phase,
-            )
+            display.status.start()
+            result = run_generation(settings, out_dir or default_out(prompt), compare=compare, **display.callbacks())
         except KeyboardInterrupt:
-            status.stop()
-            live.stop()
+            display.stop()
             err.print("Interrupted before the first step: nothing was generated.", style="yellow")
             raise typer.Exit(130) from None
-        finally:
-            status.stop()
-        live.update(live_panel(result.watch))
-        live.stop()
+        display.stop(result.watch)
         out.print(summary(result.watch, result.interrupted))
         if compare:
             out.print(compare_view(result.watch.compare))

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from explorer.errors import ExplorerError
 from explorer import files
-from explorer.files import write_atomic
+from explorer.errors import ExplorerError
+from explorer.files import write_file
 from explorer.record import Trace
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot"}
@@ -70,13 +70,6 @@ def _make_folder(folder: Path) -> None:
     files.make_folder(folder)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        write_atomic(path, data)
-    except OSError as exc:
-        raise ExplorerError(f"{path} cannot be written ({exc.strerror}): choose another place.") from None
-
-
 def write(d: Diagram, path: Path) -> Path:
     """Write `d` to `path` in the format its extension names. Without Graphviz a `.dot` is written
     beside it anyway, then GraphvizMissing says how to install Graphviz."""
@@ -86,11 +79,11 @@ def write(d: Diagram, path: Path) -> Path:
         data = d.render(fmt)
     except GraphvizMissing:
         dot_path = path.with_suffix(".dot")
-        _atomic_write(dot_path, d.dot.encode())
+        write_file(dot_path, d.dot.encode())
         raise GraphvizMissing(
             f"Graphviz's dot program is needed to draw {path.name} (its DOT source is in {dot_path}): {INSTALL}."
         ) from None
-    _atomic_write(path, data)
+    write_file(path, data)
     return path
 
 
@@ -125,7 +118,7 @@ def write_figures(
         for fmt in formats:
             path = folder / f"{d.name}.{fmt}"
             try:
-                _atomic_write(path, d.render(fmt))
+                write_file(path, d.render(fmt))
                 written.append(path)
             except GraphvizMissing as exc:
                 missing = exc

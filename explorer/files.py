@@ -23,6 +23,16 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         raise
 
 
+def write_file(path: Path, content: str | bytes) -> None:
+    """`write_atomic`, or one sentence (ExplorerError) saying why `path` cannot be written."""
+    from explorer.errors import ExplorerError
+
+    try:
+        write_atomic(path, content)
+    except OSError as exc:
+        raise ExplorerError(f"{path} cannot be written ({exc.strerror}): choose another place.") from None
+
+
 def check_writable(folder: Path, what: str) -> None:
     """Fail early, before any work, when `folder` cannot become a folder we can write `what` in."""
     from explorer.errors import ExplorerError

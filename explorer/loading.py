@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from explorer.components import component as entry
 from explorer.errors import ExplorerError
-from explorer.specs import COMPONENT_FOLDERS, PRESETS, SD15, Preset
+from explorer.specs import PRESETS, SD15, Preset
 
 WEIGHTS = ("meta", "random", "pretrained")
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
@@ -134,13 +135,14 @@ def _component_folder(source: Source, component: str) -> Path:
     """The folder holding the component's config.json: `<pipeline>/<unet|vae|text_encoder>` or the
     folder itself when it is a single component's folder."""
     assert source.path is not None
-    sub = source.path / COMPONENT_FOLDERS[component]
+    folder = entry(component).folder
+    sub = source.path / folder
     if (sub / "config.json").is_file():
         return sub
     if (source.path / "config.json").is_file():
         return source.path
     raise ExplorerError(
-        f"{source.label} has no {COMPONENT_FOLDERS[component]}/config.json: a diffusers folder holds one "
+        f"{source.label} has no {folder}/config.json: a diffusers folder holds one "
         "folder per component (unet/, vae/, text_encoder/), each with a config.json."
     )
 
@@ -155,7 +157,7 @@ def component_config(source: Source, component: str) -> dict[str, Any]:
         config = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ExplorerError(f"{config_file} is not a readable JSON config: {exc}") from exc
-    expected = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL", "clip": "CLIPTextModel"}[component]
+    expected = entry(component).class_name
     found = config.get("_class_name") or (config.get("architectures") or [None])[0]
     if found is not None and found != expected:
         raise ExplorerError(f"{config_file} describes a {found}, not a {expected}.")
@@ -194,28 +196,25 @@ def context_length(source: Source) -> int:
 # -- building --------------------------------------------------------------------------------------
 
 
-def _model_class(component: str):
-    if component == "unet":
-        from diffusers import UNet2DConditionModel
+def _library_class(library: str, name: str):
+    """A class of diffusers or transformers, by name: the registry names them, nothing else is imported."""
+    import importlib
 
-        return UNet2DConditionModel
-    if component == "vae":
-        from diffusers import AutoencoderKL
-
-        return AutoencoderKL
-    from transformers import CLIPTextModel
-
-    return CLIPTextModel
+    return getattr(importlib.import_module(library), name)
 
 
 def _instantiate(component: str, config: dict[str, Any]):
-    cls = _model_class(component)
-    if component == "clip":
-        from transformers import CLIPTextConfig
-
+    c = entry(component)
+    cls = _library_class(c.library, c.class_name)
+    if c.config_class:  # transformers: the model is built from its config object
         keep = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
-        return cls(CLIPTextConfig(**keep))
+        return cls(_library_class(c.library, c.config_class)(**keep))
     return cls.from_config(config)
+
+
+def build_fresh(component: str, config: dict[str, Any]):
+    """The real class with its own default initialisation, on the CPU: the start of training."""
+    return _instantiate(component, config)
 
 
 def build(component: str, config: dict[str, Any], weights: str = "meta", seed: int = 0):
@@ -299,8 +298,7 @@ def load(
     seed: int = 0,
 ) -> Loaded:
     """Build `component` ("unet", "vae" or "clip") from `model` and fill it as `weights` says."""
-    if component not in COMPONENT_FOLDERS:
-        raise ExplorerError(f"Unknown component {component!r}: choose one of {', '.join(COMPONENT_FOLDERS)}.")
+    entry(component)  # one sentence when it is not a component
     if weights not in WEIGHTS:
         raise ExplorerError(f"Unknown weights {weights!r}: choose one of {', '.join(WEIGHTS)}.")
     source = (
@@ -429,27 +427,20 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-# Prefixes of the original (CompVis / ldm) single-file layout, one per component.
-LDM_PREFIXES = {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "clip": "cond_stage_model.transformer."}
-
-
 def to_model_keys(component: str, checkpoint: dict[str, Any], model, config: dict[str, Any]):
     """The checkpoint under the model's own parameter names, converting the original SD layout
-    with diffusers' own conversion functions."""
+    with diffusers' own conversion functions (the registry names which)."""
+    import inspect
+
     from diffusers.loaders import single_file_utils as sfu
 
-    prefix = LDM_PREFIXES[component]
-    is_ldm = any(k.startswith(prefix) for k in checkpoint) or (
-        component == "vae" and any(k.startswith("encoder.down.") for k in checkpoint)
-    )
-    if is_ldm:
-        if component == "unet":
-            checkpoint = sfu.convert_ldm_unet_checkpoint(checkpoint, config)
-        elif component == "vae":
-            checkpoint = sfu.convert_ldm_vae_checkpoint(checkpoint, config)
-        else:
-            checkpoint = sfu.convert_ldm_clip_checkpoint(checkpoint)
-    if component == "clip" and not hasattr(model, "text_model"):
+    c = entry(component)
+    markers = tuple(m for m in (c.ldm_prefix, c.ldm_marker) if m)
+    if any(k.startswith(markers) for k in checkpoint):
+        convert = getattr(sfu, c.ldm_converter)
+        takes_config = "config" in inspect.signature(convert).parameters
+        checkpoint = convert(checkpoint, config) if takes_config else convert(checkpoint)
+    if c.library == "transformers" and not hasattr(model, "text_model"):
         # transformers >= 5.6 flattened CLIPTextModel; older files name everything text_model.*
         checkpoint = {k.removeprefix("text_model."): v for k, v in checkpoint.items()}
     return checkpoint
@@ -462,7 +453,7 @@ def check_against(model, state: dict[str, Any], component: str, source: Source) 
     if not set(state) & set(expected):
         raise ExplorerError(
             f"{source.label} holds no {component} weights: its tensors are neither in the original SD layout "
-            f"({LDM_PREFIXES[component]}...) nor named like diffusers' {type(model).__name__}."
+            f"({entry(component).ldm_prefix}...) nor named like diffusers' {type(model).__name__}."
         )
     missing = [k for k in expected if k not in state]
     if missing:

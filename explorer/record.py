@@ -9,31 +9,18 @@ This module imports nothing heavy: no torch, no rich.
 
 from __future__ import annotations
 
+import difflib
 import json
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator
+
+from explorer.errors import OptionError
 
 SCHEMA = "sd-explorer/trace@1"
 
 Shape = tuple[int, ...]
 # An input is one tensor (a shape) or a tuple of tensors (a tuple of shapes).
 InputShape = Shape | tuple[Shape, ...]
-
-
-def shape_str(shape: Shape | tuple[Shape, ...], compact: bool = False) -> str:
-    """`[2, 320, 64, 64]` as the article writes it; `compact` drops the spaces."""
-    if shape and isinstance(shape[0], tuple):  # a tuple of shapes
-        return "(" + ", ".join(shape_str(s, compact) for s in shape) + ")"
-    sep = "," if compact else ", "
-    return "[" + sep.join(str(d) for d in shape) + "]"
-
-
-def fmt_params(n: int) -> str:
-    """859520964 -> '859.5M', 410880 -> '410.9K', 640 -> '640'."""
-    for size, unit in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K")):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
 
 
 def _is_shape_tuple(value: Any) -> bool:
@@ -50,6 +37,18 @@ def _shape_to_json(value: InputShape) -> list:
     if _is_shape_tuple(value):
         return [list(s) for s in value]
     return list(value)
+
+
+def check_depth(depth: int | None, component: str, minimum: int = 0) -> None:
+    """How many levels below the top to show: 0 (the component alone) or more; 1 or more for a diagram."""
+    if depth is None or depth >= minimum:
+        return
+    if minimum == 1:
+        raise OptionError("depth", f"must be 1 or more for a diagram, got {depth}.")
+    raise OptionError(
+        "depth",
+        f"must be 0 or more, got {depth}: 0 shows the {component} alone, 1 its blocks, 2 their layers, and so on.",
+    )
 
 
 @dataclass(frozen=True)
@@ -206,9 +205,32 @@ class Trace:
             stack.append(i)
         return parents
 
+    def children(self) -> dict[int, list[int]]:
+        """For each node with children (by position), the positions of its children, in call order."""
+        found: dict[int, list[int]] = {}
+        for i, parent in enumerate(self.parents()):
+            if parent is not None:
+                found.setdefault(parent, []).append(i)
+        return found
+
     def paths(self) -> list[str]:
         """Every recorded path once, in call order."""
         return list(dict.fromkeys(n.path for n in self.nodes))
+
+    def locate(self, block: str) -> int | None:
+        """The position of `block`'s node (its first call); None when `block` is a container that
+        never runs by itself (`down_blocks`) but holds nodes. One sentence (an OptionError on
+        `block`) when it names nothing that runs, with the closest names."""
+        for i, node in enumerate(self.nodes):
+            if node.path == block and node.call == 0:
+                return i
+        if any(n.path.startswith(block + ".") for n in self.nodes):
+            return None
+        paths = [p for p in self.paths() if p]
+        close = difflib.get_close_matches(block, paths, n=3, cutoff=0.6)
+        tops = list(dict.fromkeys(p.split(".")[0] for p in paths))  # in call order
+        hint = f"did you mean {', '.join(close)}?" if close else f"top-level names are {', '.join(tops)}."
+        raise OptionError("block", f"{block!r} names no module that runs in the {self.component}: {hint}")
 
     @property
     def root_depth(self) -> int:
@@ -225,32 +247,19 @@ class Trace:
     def upto(self, depth: int) -> "Trace":
         """Only the nodes at most `depth` levels below this trace's root."""
         limit = self.root_depth + depth
-        return self._with_nodes(tuple(n for n in self.nodes if n.depth <= limit))
+        return self.keep(n for n in self.nodes if n.depth <= limit)
 
     def subtree(self, prefix: str) -> "Trace":
         """The nodes at `prefix` and below it (an empty trace when none ran there)."""
-        inside = tuple(n for n in self.nodes if n.path == prefix or n.path.startswith(prefix + "."))
-        return self._with_nodes(inside, block=prefix)
+        inside = (n for n in self.nodes if n.path == prefix or n.path.startswith(prefix + "."))
+        return replace(self.keep(inside), block=prefix)
 
-    def _with_nodes(self, nodes: tuple[Node, ...], block: str | None = None) -> "Trace":
-        """A Trace of `nodes` and the edges between them."""
+    def keep(self, nodes: Iterable[Node]) -> "Trace":
+        """A Trace of `nodes` (a selection of this trace's, in order) and the edges between them."""
+        nodes = tuple(nodes)
         keys = {(n.path, n.call) for n in nodes}
         edges = tuple(e for e in self.edges if (e.src, e.src_call) in keys and (e.dst, e.dst_call) in keys)
-        return Trace(
-            component=self.component,
-            model=self.model,
-            weights=self.weights,
-            inputs=self.inputs,
-            total_params=self.total_params,
-            nodes=nodes,
-            edges=edges,
-            dtype=self.dtype,
-            versions=self.versions,
-            tokens=self.tokens,
-            block=self.block if block is None else block,
-            total_flops=self.total_flops,
-            schema=self.schema,
-        )
+        return replace(self, nodes=nodes, edges=edges)
 
     # -- JSON ----------------------------------------------------------------------------
 

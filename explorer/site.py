@@ -56,7 +56,8 @@ def build(
     from explorer.diagrams import check_writable
     from explorer.views.figures import pipeline_scene
     from explorer.views.graph import scene, to_dot
-    from explorer.views.page import INDEX_HTML, node_key, page_data, tag_svg, to_script, viewable
+    from explorer.views.format import node_id
+    from explorer.views.page import INDEX_HTML, page_data, tag_svg, to_script, viewable
 
     run = read_run(run_folder) if run_folder is not None else None
     check_writable(folder.parent if not folder.exists() else folder)
@@ -68,12 +69,12 @@ def build(
         for node in viewable(trace):
             title = f"{node.type} · {node.path or name}"  # the page has its own header and key
             dot = to_dot(scene(trace, node.path or None, 1, title=title))
-            jobs.append((name, node_key(node), dot))
+            jobs.append((name, node_id(node), dot))
     pipeline_dot = to_dot(pipeline_scene(traces["unet"], traces["vae"], traces["clip"]))
 
     done = 0
     views: dict[str, dict[str, str]] = {name: {} for name in traces}
-    keys = {name: {node_key(n): n.path for n in trace.nodes} for name, trace in traces.items()}
+    keys = {name: {node_id(n): n.path for n in trace.nodes} for name, trace in traces.items()}
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:  # `dot` runs in its own processes
         for (name, key, _), svg in zip(jobs, pool.map(lambda job: _svg(job[2]), jobs)):
             views[name][key] = tag_svg(svg, keys[name])

@@ -109,7 +109,7 @@ def build_pipeline(settings: Settings, source=None) -> Built:
         for k, c in enumerate(("unet", "vae", "clip"))
     }
     scheduler_cls = getattr(diffusers, SCHEDULERS[settings.scheduler])
-    pipe = _pipeline_class()(
+    pipe = pipeline_class()(
         vae=parts["vae"].model,
         text_encoder=parts["clip"].model,
         tokenizer=clip_tokenizer(tokenizer_folder(source)),
@@ -124,7 +124,7 @@ def build_pipeline(settings: Settings, source=None) -> Built:
     return Built(pipe, weights, source.label, default_image_size(source, "unet"), tokenizer_folder(source), notes)
 
 
-def _pipeline_class():
+def pipeline_class():
     """diffusers' StableDiffusionPipeline. Importing it makes transformers say that torchvision (for
     image processors SD1.5 does not use) is missing; that is not our users' concern."""
     from transformers.utils import logging
@@ -371,6 +371,23 @@ def compare_shapes(watch: Watch, static: dict[str, Any]) -> dict:
 # -- the run -------------------------------------------------------------------------------------------
 
 
+def static_traces(settings: Settings, height: int, width: int) -> dict:
+    """The three components traced on the meta device as the pipeline calls them (from the trace
+    cache when traced before): the UNet with the batch guidance gives it, the VAE's one image, the
+    text encoder's one prompt."""
+    from explorer.explore import TraceRequest, trace_cached
+
+    cfg = settings.guidance > 1  # diffusers runs the negative prompt only then
+    common = {"config": settings.config, "allow_pickle": settings.allow_pickle, "allow_download": settings.allow_download}
+    sizes = {"height": height, "width": width}
+    requests = {
+        "unet": TraceRequest("unet", settings.model, batch=2 if cfg else 1, **sizes, **common),
+        "vae": TraceRequest("vae", settings.model, batch=1, **sizes, **common),
+        "clip": TraceRequest("clip", settings.model, batch=1, prompt=settings.prompt, **common),
+    }
+    return {name: trace_cached(request)[0] for name, request in requests.items()}
+
+
 @dataclass
 class Result:
     out: Path
@@ -392,7 +409,6 @@ def generate(
     latents.png. Ctrl-C stops after writing what was done; the Result says so."""
     import torch
 
-    from explorer.explore import trace_cached
     from explorer.previews import contact_sheet
     from explorer.tokenizer import tokenize
 
@@ -419,14 +435,7 @@ def generate(
 
     on_phase("static")
     watch.begin("static traces")
-    cfg = settings.guidance > 1  # diffusers runs the negative prompt only then
-    common = {"config": settings.config, "allow_pickle": settings.allow_pickle, "allow_download": settings.allow_download}
-    sizes = {"height": height, "width": width}
-    static = {  # as the pipeline calls them; from the trace cache when traced before
-        "unet": trace_cached("unet", settings.model, batch=2 if cfg else 1, **sizes, **common)[0],
-        "vae": trace_cached("vae", settings.model, batch=1, **sizes, **common)[0],
-        "clip": trace_cached("clip", settings.model, batch=1, prompt=settings.prompt, **common)[0],
-    }
+    static = static_traces(settings, height, width)
     watch.components = {name: t.to_dict() for name, t in static.items()}
     watch.end("static traces")
     make_folder(out)  # only now: a failed start leaves nothing behind

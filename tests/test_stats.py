@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from explorer import trace
-from explorer.analysis import flops_by_kind, own_flops, scaling
+from explorer.analysis import flops_by_work, own_flops, scaling
 from explorer.cli import app
 from explorer.loading import load
 
@@ -48,7 +48,7 @@ def test_flops_add_up_the_tree(unet_flops):
     top = [n for n in unet_flops.nodes if n.depth == 1]
     assert sum(n.flops for n in top) == unet_flops.total_flops
     assert all(own >= 0 for own in own_flops(unet_flops))
-    kinds = flops_by_kind(unet_flops)
+    kinds = flops_by_work(unet_flops)
     assert sum(kinds.values()) == unet_flops.total_flops
     assert kinds["convolution"] > kinds["self-attention"] > kinds["cross-attention"] > 0
 

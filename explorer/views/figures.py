@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from explorer.record import Node, Trace, shape_str
-from explorer.views.graph import Arrow, Box, Cluster, Scene, _esc, _small, scene
+from explorer.record import Node, Trace
+from explorer.views.format import esc, shape_str, small
+from explorer.views.graph import Arrow, Box, Cluster, Scene, scene
 
 Select = Callable[[Trace], "str | None"]
 
@@ -147,8 +148,8 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
     decoder = next(n for n in vae.nodes if n.type == "Decoder")
     image = decoder.outputs[0]
 
-    def box(box_id: str, title: str, sub: str, kind: str = "block", cluster: str = "") -> Box:
-        return Box(box_id, f"<b>{_esc(title)}</b><br/>{_small(sub)}", kind, cluster)
+    def box(box_id: str, title: str, sub: str, category: str = "block", cluster: str = "") -> Box:
+        return Box(box_id, f"<b>{esc(title)}</b><br/>{small(sub)}", category, cluster)
 
     loop = "cluster_loop"
 
@@ -180,6 +181,6 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
         title=f"The pipeline: text to image\nSD1.5 · {steps} denoising steps, guidance {guidance} · "
         "shapes read off the component traces",
         boxes=boxes,
-        clusters=[Cluster(loop, f"<b>denoising loop</b> {_small(f'{steps} steps')}", "step")],
+        clusters=[Cluster(loop, f"<b>denoising loop</b> {small(f'{steps} steps')}", "step")],
         arrows=arrows,
     )

@@ -16,14 +16,14 @@ SD1.5: what is drawn, and where, is read off the record's nodes and edges.
 
 from __future__ import annotations
 
-import html
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from explorer.errors import ExplorerError
-from explorer.record import Node, Trace, fmt_params, shape_str
-from explorer.views.kinds import kind_of
+from explorer.errors import OptionError
+from explorer.record import Node, Trace, check_depth
+from explorer.views.categories import category_of
+from explorer.views.format import call_suffix, esc, fmt_params, node_id, relative_name, shape_str, small
 
 FILL = {
     "conv": "#cfe8f3",
@@ -54,7 +54,7 @@ REPEAT_MIN = 4  # this many identical layers in a chain are drawn once
 class Box:
     id: str
     label: str  # Graphviz HTML-like label, without the enclosing < >
-    kind: str
+    category: str  # the colour: one of explorer.views.categories.CATEGORIES, or "io"
     cluster: str = ""  # the id of the enclosing cluster, "" for none
     tags: list[str] = field(default_factory=list)  # "+ temb": what arrives from a bus
 
@@ -63,7 +63,7 @@ class Box:
 class Cluster:
     id: str
     label: str
-    kind: str
+    category: str
     parent: str = ""
 
 
@@ -89,14 +89,6 @@ class Scene:
 
     def box(self, box_id: str) -> Box:
         return next(b for b in self.boxes if b.id == box_id)
-
-
-def _esc(text: str) -> str:
-    return html.escape(text, quote=False)
-
-
-def _small(text: str, color: str = "#555555") -> str:
-    return f'<font point-size="10" color="{color}">{_esc(text)}</font>'
 
 
 def sequence(types: list[str]) -> str:
@@ -126,9 +118,7 @@ class _Index:
         self.nodes = trace.nodes
         self.at = {(n.path, n.call): i for i, n in enumerate(trace.nodes)}
         self.parent: dict[int, int] = {i: p for i, p in enumerate(trace.parents()) if p is not None}
-        self.children: dict[int, list[int]] = {}
-        for child, parent in self.parent.items():
-            self.children.setdefault(parent, []).append(child)
+        self.children: dict[int, list[int]] = trace.children()
 
     def descendants(self, i: int) -> range:
         j = i + 1
@@ -137,19 +127,18 @@ class _Index:
         return range(i + 1, j)
 
 
-def _find_block(trace: Trace, index: _Index, block: str | None) -> int:
+def _find_block(trace: Trace, block: str | None) -> int:
     if not block:
         return 0
-    if (block, 0) in index.at:
-        return index.at[(block, 0)]
-    inside = [n.path for n in trace.nodes if n.path.startswith(block + ".")]
-    if inside:
+    found = trace.locate(block)
+    if found is None:
+        inside = [n.path for n in trace.nodes if n.path.startswith(block + ".")]
         children = sorted({p[len(block) + 1 :].split(".")[0] for p in inside})
-        raise ExplorerError(
-            f"--block {block!r} is a container that never runs by itself: draw one of what it holds, "
-            f"e.g. {block}.{children[0]}."
+        raise OptionError(
+            "block",
+            f"{block!r} is a container that never runs by itself: draw one of what it holds, e.g. {block}.{children[0]}.",
         )
-    raise ExplorerError(f"--block {block!r} names no module that runs in the {trace.component}.")
+    return found
 
 
 def scene(
@@ -173,11 +162,99 @@ def scene(
     direct children; the chain is drawn as a U, down to the first, across to the second in a row,
     and up from there. `detail`: labels with path, parameters and the sequence of layers inside.
     """
-    if depth < 1:
-        raise ExplorerError(f"--depth must be 1 or more for a diagram, got {depth}.")
+    check_depth(depth, trace.component, minimum=1)
+    # 1. which nodes are drawn: boxes for the frontier, clusters around the expanded ones
+    sel = select(trace, block, depth, expand=expand, only=only)
+    # 2. the arrows between them, the figure's inputs and outputs, and where results go next
+    drawing = _Drawing(sel)
+    draw_flow(sel, drawing, restricted=only is not None)
+    draw_outputs(sel, drawing)
+    draw_free_inputs(sel, drawing)
+    draw_exits(drawing)
+    # 3. the boxes of the drawn nodes, inside the clusters of the expanded ones
+    clusters = draw_nodes(sel, drawing, detail)
+    # 4. identical layers in a chain drawn once (×N), a tensor fanning out drawn as one bus
+    drawn = [sel.nodes[i] for i in sorted(sel.frontier)]
+    arrows = _collapse_repeats(list(drawing.arrows.values()), drawing.boxes, drawn, repeat_min)
+    first_input = {node_id(n): next(iter(n.inputs), "") for n in drawn}
+    arrows = _buses(arrows, drawing.boxes, drawing.tags_for, drawing.receivers, first_input, bus_min)
+    for arrow in arrows:
+        if arrow.count > 1:
+            arrow.label = f"{arrow.label} ×{arrow.count}"
+    result = Scene(
+        title=title or _title(trace, sel.scope),
+        boxes=_ordered(drawing.boxes, [node_id(n) for n in drawn]),
+        clusters=clusters,
+        arrows=arrows,
+    )
+    # 5. the layout: a chain folded into a U, or a U-Net's down and up paths side by side
+    if fold:
+        _fold(result, fold, sel)
+    elif u_shape and not sel.expanded:
+        _u_layout(result, [node_id(sel.nodes[i]) for i in sel.index.children.get(sel.b, []) if i in sel.frontier])
+    return result
+
+
+@dataclass
+class Selection:
+    """The nodes a figure draws, by position in the trace: `frontier` as boxes, `expanded` as
+    clusters around what they hold; `b` is the figure's block, `inside` everything below it."""
+
+    trace: Trace
+    index: _Index
+    b: int
+    inside: set[int]
+    visible: set[int]
+    expanded: set[int]
+    frontier: set[int]
+    returns: dict[tuple[int, str], tuple[int, str]]  # (node, output port) -> (child that made it, its port)
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.trace.nodes
+
+    @property
+    def scope(self) -> Node:
+        return self.trace.nodes[self.b]
+
+    def at(self, path: str, call: int) -> int:
+        return self.index.at[(path, call)]
+
+    def lift(self, i: int) -> int | None:
+        """The drawn node containing node i (None outside the figure)."""
+        while i not in self.frontier:
+            if i not in self.index.parent or self.index.parent[i] == self.b or i == self.b:
+                return None
+            i = self.index.parent[i]
+        return i
+
+    def resolve(self, i: int, port: str, seen: int = 0) -> int | None:
+        """The drawn node that made output `port` of node i: through the children of a cluster
+        that returns it, or the drawn node around i."""
+        if i in self.frontier:
+            return i
+        if i in self.expanded and (i, port) in self.returns and seen < 50:
+            return self.resolve(*self.returns[(i, port)], seen + 1)
+        if i in self.inside:
+            return self.lift(i)
+        return None
+
+    def top(self, i: int) -> int:
+        """The child of the figure's block that holds node i."""
+        return _top(i, self.b, self.index)
+
+    def parent_in_figure(self, i: int) -> Node:
+        """The cluster node i sits in, or the figure's block."""
+        parent = self.index.parent.get(i)
+        return self.nodes[parent] if parent in self.expanded else self.scope
+
+
+def select(trace: Trace, block: str | None, depth: int, expand: Iterable[str] = (), only: Iterable[str] | None = None) -> Selection:
+    """Stage 1: the nodes `depth` levels below `block`, those in `expand` one level deeper, only the
+    children named in `only` (with what is inside them)."""
     index = _Index(trace)
     nodes = trace.nodes
-    b = _find_block(trace, index, block)
+    b = _find_block(trace, block)
     scope = nodes[b]
     inside = set(index.descendants(b))
     visible = {i for i in inside if nodes[i].depth - scope.depth <= depth}
@@ -187,193 +264,164 @@ def scene(
             visible |= set(index.children.get(opened, []))
     if only is not None:
         keep = set(only)
-        tops = {i for i in index.children.get(b, []) if _rel(nodes[i], scope) in keep}
+        tops = {i for i in index.children.get(b, []) if relative_name(nodes[i].path, scope.path) in keep}
         visible = {i for i in visible if _top(i, b, index) in tops}
     expanded = {i for i in visible if any(c in visible for c in index.children.get(i, []))}
-    frontier = visible - expanded
+    returns = {
+        (index.at[(e.dst, e.dst_call)], e.dst_port): (index.at[(e.src, e.src_call)], e.src_port)
+        for e in trace.edges
+        if e.returned
+    }
+    return Selection(trace, index, b, inside, visible, expanded, visible - expanded, returns)
 
-    def lift(i: int) -> int | None:  # the drawn node containing i
-        while i not in frontier:
-            if i not in index.parent or index.parent[i] == b or i == b:
-                return None
-            i = index.parent[i]
-        return i
 
-    returns = {}
-    for e in trace.edges:
-        if e.returned:
-            returns[(index.at[(e.dst, e.dst_call)], e.dst_port)] = (index.at[(e.src, e.src_call)], e.src_port)
+class _Drawing:
+    """The boxes and arrows of a figure while it is built."""
 
-    def resolve(i: int, port: str, seen: int = 0) -> int | None:  # who made output `port` of node i, as drawn
-        if i in frontier:
-            return i
-        if i in expanded and (i, port) in returns and seen < 50:
-            return resolve(*returns[(i, port)], seen + 1)
-        if i in inside:
-            return lift(i)
-        return None
+    def __init__(self, sel: Selection):
+        self.sel = sel
+        self.boxes: dict[str, Box] = {}
+        self.arrows: dict[tuple[str, str, str], Arrow] = {}
+        self.tensors: dict[tuple[str, str, str], set] = {}  # the distinct tensors each arrow stands for
+        self.tags_for: dict[str, Counter] = {}  # box -> (source box, argument) -> count
+        self.receivers: dict[tuple[str, str], list[tuple[Node, str]]] = {}  # (src box, shape) -> consumers, any depth
+        self.exits: dict[tuple[str, str], list[tuple[Node, str]]] = {}  # to nodes `only` left out
+        # Ports of the block: which argument each outside tensor arrives as.
+        self.entering: dict[tuple[int, str], str] = {
+            (sel.at(e.src, e.src_call), e.src_port): e.dst_port
+            for e in sel.trace.edges
+            if not e.returned and sel.at(e.dst, e.dst_call) == sel.b
+        }
 
-    # Ports of the block: which argument each outside tensor arrives as.
-    entering: dict[tuple[int, str], tuple[str, tuple]] = {}
-    for e in trace.edges:
-        if not e.returned and index.at[(e.dst, e.dst_call)] == b:
-            entering[(index.at[(e.src, e.src_call)], e.src_port)] = (e.dst_port, e.shape)
-    boxes: dict[str, Box] = {}
-    arrows: dict[tuple[str, str, str], Arrow] = {}
-    tags_for: dict[str, Counter] = {}
-    receivers: dict[tuple[str, str], list[tuple[Node, str]]] = {}  # (src box, shape) -> consumers at any depth
-
-    def input_box(src: int, port: str, shape: tuple) -> str:
-        if src == b:  # the component's own input
+    def input_box(self, src: int, port: str, shape: tuple) -> str:
+        """The box of a tensor coming from outside the figure."""
+        if src == self.sel.b:  # the component's own input
             name = port
-        elif (src, port) in entering:
-            name = entering[(src, port)][0]
+        elif (src, port) in self.entering:
+            name = self.entering[(src, port)]
         else:
-            name = f"from {nodes[src].path or trace.component}"
+            name = f"from {self.sel.nodes[src].path or self.sel.trace.component}"
         box_id = f"in/{name}"
-        if box_id not in boxes:
-            boxes[box_id] = Box(box_id, f"<b>{_esc(name)}</b><br/>{_esc(shape_str(shape))}", "io")
+        if box_id not in self.boxes:
+            self.boxes[box_id] = Box(box_id, f"<b>{esc(name)}</b><br/>{esc(shape_str(shape))}", "io")
         return box_id
 
-    tensors: dict[tuple[str, str, str], set] = {}
-
-    def add_arrow(src: str, dst: str, shape: tuple, dst_port: str, tensor: tuple, consumer: Node | None = None) -> None:
+    def add_arrow(self, src: str, dst: str, shape: tuple, dst_port: str, tensor: tuple, consumer: Node | None = None) -> None:
         """One arrow per (source, destination, label); `count` says how many tensors it stands for."""
         label = shape_str(shape)
         if consumer is not None and consumer.is_step and dst_port.split("[")[0] not in _PLAIN_PORTS:
             label = f"{dst_port} {label}"  # a step's named inputs: query, key, mean, logvar, ...
         key = (src, dst, label)
-        if key not in arrows:
-            arrows[key] = Arrow(src, dst, label)
-        tensors.setdefault(key, set()).add(tensor)
-        arrows[key].count = len(tensors[key])
-        tags_for.setdefault(dst, Counter())[(src, dst_port.split("[")[0])] += 1
+        if key not in self.arrows:
+            self.arrows[key] = Arrow(src, dst, label)
+        self.tensors.setdefault(key, set()).add(tensor)
+        self.arrows[key].count = len(self.tensors[key])
+        self.tags_for.setdefault(dst, Counter())[(src, dst_port.split("[")[0])] += 1
 
-    exits: dict[tuple[str, str], list[tuple[Node, str]]] = {}  # to nodes `only` left out
-    direct = {
-        (index.at[(e.src, e.src_call)], e.src_port, index.at[(e.dst, e.dst_call)]) for e in trace.edges if not e.returned
-    }
-    for e in trace.edges:
-        if e.returned:
+
+def draw_flow(sel: Selection, drawing: _Drawing, restricted: bool) -> None:
+    """Stage 2: every edge into a drawn node, lifted to the drawn nodes that contain its ends.
+    `restricted` (a figure of `only` some children): edges to the rest become exits."""
+    nodes = sel.nodes
+    direct = {(sel.at(e.src, e.src_call), e.src_port, sel.at(e.dst, e.dst_call)) for e in sel.trace.edges if not e.returned}
+    for e in sel.trace.edges:
+        dst = sel.at(e.dst, e.dst_call)
+        if e.returned or dst not in sel.inside:
             continue
-        dst = index.at[(e.dst, e.dst_call)]
-        if dst not in inside:
+        src = sel.at(e.src, e.src_call)
+        if (drawn_dst := sel.lift(dst)) is None:
+            if restricted and dst not in sel.visible and src in sel.inside and (drawn := sel.resolve(src, e.src_port)):
+                drawing.exits.setdefault((node_id(nodes[drawn]), shape_str(e.shape)), []).append((nodes[dst], e.dst_port))
             continue
-        if (drawn_dst := lift(dst)) is None:
-            src = index.at[(e.src, e.src_call)]
-            if only is not None and dst not in visible and src in inside and (drawn := resolve(src, e.src_port)):
-                exits.setdefault((_node_id(nodes[drawn]), shape_str(e.shape)), []).append((nodes[dst], e.dst_port))
-            continue
-        src = index.at[(e.src, e.src_call)]
-        if src in inside and (drawn_src := resolve(src, e.src_port)) is not None:
+        if src in sel.inside and (drawn_src := sel.resolve(src, e.src_port)) is not None:
             if drawn_src == drawn_dst:
                 continue
-            src_id = _node_id(nodes[drawn_src])
-        elif src in inside:  # made by a node left out of this figure (`only`)
-            src_id = input_box(_top(src, b, index), "", e.shape)
+            src_id = node_id(nodes[drawn_src])
+        elif src in sel.inside:  # made by a node left out of this figure (`only`)
+            src_id = drawing.input_box(sel.top(src), "", e.shape)
         else:
-            src_id = input_box(src, e.src_port, e.shape)
-        receivers.setdefault((src_id, shape_str(e.shape)), []).append((nodes[dst], e.dst_port))
+            src_id = drawing.input_box(src, e.src_port, e.shape)
+        drawing.receivers.setdefault((src_id, shape_str(e.shape)), []).append((nodes[dst], e.dst_port))
         if drawn_dst != dst and (src, e.src_port, drawn_dst) in direct:
             continue  # the drawn node itself receives this tensor: that edge says it, with its shape
-        add_arrow(src_id, _node_id(nodes[drawn_dst]), e.shape, e.dst_port, (src, e.src_port), nodes[dst])
+        drawing.add_arrow(src_id, node_id(nodes[drawn_dst]), e.shape, e.dst_port, (src, e.src_port), nodes[dst])
 
-    for e in trace.edges:  # what the block returns
-        if e.returned and index.at[(e.dst, e.dst_call)] == b:
-            drawn = resolve(index.at[(e.src, e.src_call)], e.src_port)
+
+def draw_outputs(sel: Selection, drawing: _Drawing) -> None:
+    """What the block returns: an output box for each returned tensor."""
+    for e in sel.trace.edges:
+        if e.returned and sel.at(e.dst, e.dst_call) == sel.b:
+            drawn = sel.resolve(sel.at(e.src, e.src_call), e.src_port)
             if drawn is None:
                 continue
             out_id = f"out/{e.dst_port}"
-            name = "output" if len(scope.outputs) == 1 else f"output {e.dst_port}"
-            boxes[out_id] = Box(out_id, f"<b>{name}</b><br/>{_esc(shape_str(e.shape))}", "io")
-            add_arrow(_node_id(nodes[drawn]), out_id, e.shape, "", (b, e.dst_port))
+            name = "output" if len(sel.scope.outputs) == 1 else f"output {e.dst_port}"
+            drawing.boxes[out_id] = Box(out_id, f"<b>{name}</b><br/>{esc(shape_str(e.shape))}", "io")
+            drawing.add_arrow(node_id(sel.nodes[drawn]), out_id, e.shape, "", (sel.b, e.dst_port))
 
-    fed = {(e.dst, e.dst_call, e.dst_port) for e in trace.edges if not e.returned}
-    for i in sorted(frontier):  # inputs made by nobody: noise, a constant
-        n = nodes[i]
+
+def draw_free_inputs(sel: Selection, drawing: _Drawing) -> None:
+    """Inputs made by nobody (noise, a constant): a box of their own."""
+    fed = {(e.dst, e.dst_call, e.dst_port) for e in sel.trace.edges if not e.returned}
+    for i in sorted(sel.frontier):
+        n = sel.nodes[i]
         for name, shape in n.inputs.items():
             if isinstance(shape[0], int) and (n.path, n.call, name) not in fed:
-                free = f"in/{_node_id(n)}/{name}"
-                boxes[free] = Box(free, f"<b>{_esc(name)}</b><br/>{_esc(shape_str(shape))}", "io")
-                arrows[(free, _node_id(n), "")] = Arrow(free, _node_id(n))
+                free = f"in/{node_id(n)}/{name}"
+                drawing.boxes[free] = Box(free, f"<b>{esc(name)}</b><br/>{esc(shape_str(shape))}", "io")
+                drawing.arrows[(free, node_id(n), "")] = Arrow(free, node_id(n))
 
-    for (src_id, label), consumers in exits.items():  # where the figure's results go next
+
+def draw_exits(drawing: _Drawing) -> None:
+    """Where the figure's results go next, when only some children are drawn."""
+    for (src_id, label), consumers in drawing.exits.items():
         port = Counter(p for _, p in consumers).most_common(1)[0][0]
-        away = f"away/{src_id}/{len(boxes)}"
-        boxes[away] = Box(away, f"<b>{_esc(port)}</b> {_esc(label)}<br/>" + _small(_receivers(consumers, port)), "io")
-        arrows[(src_id, away, label)] = Arrow(src_id, away)
+        away = f"away/{src_id}/{len(drawing.boxes)}"
+        drawing.boxes[away] = Box(away, f"<b>{esc(port)}</b> {esc(label)}<br/>" + small(_receivers(consumers, port)), "io")
+        drawing.arrows[(src_id, away, label)] = Arrow(src_id, away)
 
-    # Boxes for the drawn nodes, clusters for the expanded ones.
+
+def draw_nodes(sel: Selection, drawing: _Drawing, detail: bool) -> list[Cluster]:
+    """Stage 3: a box per drawn node, a cluster per expanded one; returns the clusters."""
     clusters = []
-    for i in sorted(expanded):
-        n = nodes[i]
-        parent = index.parent.get(i)
+    for i in sorted(sel.expanded):
+        n, parent = sel.nodes[i], sel.index.parent.get(i)
         clusters.append(
             Cluster(
                 _cluster_id(n),
-                f"<b>{_esc(n.type)}</b> {_small(_rel(n, nodes[parent] if parent in expanded else scope) + _calls(n))}",
-                kind_of(n),
-                _cluster_id(nodes[parent]) if parent in expanded else "",
+                f"<b>{esc(n.type)}</b> {small(relative_name(n.path, sel.parent_in_figure(i).path) + call_suffix(n))}",
+                category_of(n),
+                _cluster_id(sel.nodes[parent]) if parent in sel.expanded else "",
             )
         )
-    for i in sorted(frontier):
-        n = nodes[i]
-        parent = index.parent.get(i)
-        boxes[_node_id(n)] = Box(
-            _node_id(n),
-            _label(n, nodes[parent] if parent in expanded else scope, index, detail),
-            kind_of(n),
-            _cluster_id(nodes[parent]) if parent in expanded else "",
+    for i in sorted(sel.frontier):
+        n, parent = sel.nodes[i], sel.index.parent.get(i)
+        drawing.boxes[node_id(n)] = Box(
+            node_id(n),
+            _label(n, sel.parent_in_figure(i), sel.index, detail),
+            category_of(n),
+            _cluster_id(sel.nodes[parent]) if parent in sel.expanded else "",
         )
-
-    drawn_order = [_node_id(nodes[i]) for i in sorted(frontier)]
-    arrow_list = list(arrows.values())
-    arrow_list = _collapse_repeats(arrow_list, boxes, [nodes[i] for i in sorted(frontier)], repeat_min)
-    first_input = {_node_id(nodes[i]): next(iter(nodes[i].inputs), "") for i in frontier}
-    arrow_list = _buses(arrow_list, boxes, tags_for, receivers, first_input, bus_min)
-    for arrow in arrow_list:
-        if arrow.count > 1:
-            arrow.label = f"{arrow.label} ×{arrow.count}"
-    result = Scene(
-        title=title or _title(trace, scope),
-        boxes=_ordered(boxes, drawn_order),
-        clusters=clusters,
-        arrows=arrow_list,
-    )
-    tops = [_node_id(nodes[i]) for i in index.children.get(b, []) if i in frontier]
-    if fold:
-        _fold(result, fold, scope, nodes, index, b, frontier)
-    elif u_shape and not expanded:
-        _u_layout(result, tops)
-    return result
+    return clusters
 
 
-def _fold(result: Scene, fold: tuple[str, str], scope: Node, nodes, index: _Index, b: int, frontier: set) -> None:
+def _fold(result: Scene, fold: tuple[str, str], sel: Selection) -> None:
     """Down to `fold[0]`, across in a row to `fold[1]`, then up: a long chain drawn as a U."""
-    children = index.children.get(b, [])
-    names = [_rel(nodes[i], scope) for i in children]
+    scope = sel.scope.path
+    names = [relative_name(sel.nodes[i].path, scope) for i in sel.index.children.get(sel.b, [])]
     start, end = names.index(fold[0]), names.index(fold[1])
     side = {}  # box id -> "row" or "up"
-    for i in frontier:
-        top = names.index(_rel(nodes[_top(i, b, index)], scope))
+    for i in sel.frontier:
+        top = names.index(relative_name(sel.nodes[sel.top(i)].path, scope))
         if start <= top <= end:
-            side[_node_id(nodes[i])] = "row"
+            side[node_id(sel.nodes[i])] = "row"
         elif top > end:
-            side[_node_id(nodes[i])] = "up"
+            side[node_id(sel.nodes[i])] = "up"
     for a in result.arrows:
         if side.get(a.dst) == "up" or (side.get(a.src) == "up" and a.dst.startswith("out/")):
             a.back = True
-    result.same_rank = [[box_id for box_id in (_node_id(nodes[i]) for i in sorted(frontier)) if side.get(box_id) == "row"]]
-
-
-def _rel(n: Node, scope: Node) -> str:
-    if scope.path and n.path.startswith(scope.path + "."):
-        return n.path[len(scope.path) + 1 :]
-    return n.path
-
-
-def _calls(n: Node) -> str:
-    return f" (call {n.call + 1})" if n.call else ""
+    drawn = (node_id(sel.nodes[i]) for i in sorted(sel.frontier))
+    result.same_rank = [[box_id for box_id in drawn if side.get(box_id) == "row"]]
 
 
 def _top(i: int, b: int, index: _Index) -> int:
@@ -382,28 +430,24 @@ def _top(i: int, b: int, index: _Index) -> int:
     return i
 
 
-def _node_id(n: Node) -> str:
-    return (n.path or "root") + (f"#{n.call}" if n.call else "")
-
-
 def _cluster_id(n: Node) -> str:
-    return "cluster_" + _node_id(n)
+    return "cluster_" + node_id(n)
 
 
 def _label(n: Node, scope: Node, index: _Index, detail: bool) -> str:
-    name = _rel(n, scope) + _calls(n)
+    name = relative_name(n.path, scope.path) + call_suffix(n)
     if n.is_step:
-        return f"<b><i>{_esc(n.label or n.type)}</i></b><br/>{_small(name)}"
-    lines = [f"<b>{_esc(n.type)}</b>"]
+        return f"<b><i>{esc(n.label or n.type)}</i></b><br/>{small(name)}"
+    lines = [f"<b>{esc(n.type)}</b>"]
     if detail:
         i = index.at[(n.path, n.call)]
         kids = [index.nodes[c] for c in index.children.get(i, [])]
         inner = [k.type if not k.is_step else k.label or k.type for k in kids if k.kind == "module" or k.type == "Concat"]
         holds_blocks = any(index.children.get(index.at[(k.path, k.call)]) for k in kids if k.kind == "module")
         if len(inner) > 1 and holds_blocks:  # a block of blocks: say what it is made of
-            lines.append(_small(sequence(inner), "#333333"))
+            lines.append(small(sequence(inner), "#333333"))
         params = f" · {fmt_params(n.params)}" if n.params and not n.call else ""
-        lines.append(_small(name + params))
+        lines.append(small(name + params))
     return "<br/>".join(lines)
 
 
@@ -427,14 +471,14 @@ def _collapse_repeats(arrows: list[Arrow], boxes: dict[str, Box], drawn: list[No
     for n in drawn:
         prev = groups[-1][-1] if groups else None
         chained = prev is not None and any(
-            a.src == _node_id(prev) and a.dst == _node_id(n) for a in arrows
+            a.src == node_id(prev) and a.dst == node_id(n) for a in arrows
         )
         same = (
             prev is not None
             and not n.is_step
             and n.type == prev.type
             and n.outputs == prev.outputs
-            and boxes[_node_id(n)].cluster == boxes[_node_id(prev)].cluster
+            and boxes[node_id(n)].cluster == boxes[node_id(prev)].cluster
         )
         if chained and same:
             groups[-1].append(n)
@@ -445,15 +489,15 @@ def _collapse_repeats(arrows: list[Arrow], boxes: dict[str, Box], drawn: list[No
         if len(group) < minimum:
             continue
         first, last = group[0], group[-1]
-        keep = _node_id(first)
+        keep = node_id(first)
         box = boxes[keep]
         box.label = (
-            f"<b>{_esc(first.type)} ×{len(group)}</b><br/>"
-            + _small(f"{first.path.rsplit('.', 1)[0]}.{first.name} … {last.name} · {fmt_params(first.params)} each")
+            f"<b>{esc(first.type)} ×{len(group)}</b><br/>"
+            + small(f"{first.path.rsplit('.', 1)[0]}.{first.name} … {last.name} · {fmt_params(first.params)} each")
         )
         for n in group[1:]:
-            rename[_node_id(n)] = keep
-            del boxes[_node_id(n)]
+            rename[node_id(n)] = keep
+            del boxes[node_id(n)]
     if not rename:
         return arrows
     merged: dict[tuple[str, str, str], Arrow] = {}
@@ -496,10 +540,10 @@ def _buses(
             continue  # what the receivers mainly work on (Q, K and V of one input): drawn as arrows
         into = _receivers(receivers.get((src, label), []), port) or f"into {len(group)} nodes"
         if src.startswith("in/"):  # an input of the figure: it is its own bus
-            boxes[src].label += "<br/>" + _small(into)
+            boxes[src].label += "<br/>" + small(into)
         else:
             bus_id = f"bus/{src}/" + "x".join(label.strip("[]").split(", "))
-            boxes[bus_id] = Box(bus_id, f"<b>{_esc(port)}</b> {_esc(label)}<br/>" + _small(into), "io")
+            boxes[bus_id] = Box(bus_id, f"<b>{esc(port)}</b> {esc(label)}<br/>" + small(into), "io")
             buses.append(Arrow(src, bus_id))
         for a in group:
             boxes[a.dst].tags.append(f"+ {port}")
@@ -555,9 +599,9 @@ def to_dot(s: Scene) -> str:
 
     g = graphviz.Digraph("figure", engine="dot")
     head, *rest = s.title.split("\n")
-    rows = [f'<tr><td><font point-size="18"><b>{_esc(head)}</b></font></td></tr>']
-    rows += [f'<tr><td><font point-size="12" color="#555555">{_esc(line)}</font></td></tr>' for line in rest]
-    rows.append(f"<tr><td>{_legend([k for k in FILL if any(b.kind == k for b in s.boxes)])}</td></tr>")
+    rows = [f'<tr><td><font point-size="18"><b>{esc(head)}</b></font></td></tr>']
+    rows += [f'<tr><td><font point-size="12" color="#555555">{esc(line)}</font></td></tr>' for line in rest]
+    rows.append(f"<tr><td>{_legend([k for k in FILL if any(b.category == k for b in s.boxes)])}</td></tr>")
     title = '<table border="0" cellpadding="1">' + "".join(rows) + "</table>"
     g.attr(
         rankdir=s.rankdir,
@@ -581,7 +625,7 @@ def to_dot(s: Scene) -> str:
             id=c.id,
             label=f"<{c.label}>",
             style="rounded,filled",
-            fillcolor=_lighter(FILL.get(c.kind, "#ffffff")),
+            fillcolor=_lighter(FILL.get(c.category, "#ffffff")),
             color="#9aa7b8",
             fontname="Helvetica",
             fontsize="12",
@@ -593,11 +637,11 @@ def to_dot(s: Scene) -> str:
     for box in s.boxes:
         label = box.label
         if box.tags:
-            label += "<br/>" + _small(" ".join(dict.fromkeys(box.tags)), "#7a3b8f")
-        attrs = {"label": f"<{label}>", "fillcolor": FILL[box.kind], "id": box.id}  # the SVG element's id
-        if box.kind == "step":
+            label += "<br/>" + small(" ".join(dict.fromkeys(box.tags)), "#7a3b8f")
+        attrs = {"label": f"<{label}>", "fillcolor": FILL[box.category], "id": box.id}  # the SVG element's id
+        if box.category == "step":
             attrs["style"] = "rounded,filled,dashed"
-        if box.kind == "io":
+        if box.category == "io":
             attrs["shape"] = "note" if not box.id.startswith("bus/") else "box"
             attrs["style"] = "filled" if not box.id.startswith("bus/") else "filled,dashed"
         graphs[box.cluster].node(box.id, **attrs)
@@ -636,7 +680,7 @@ def to_dot(s: Scene) -> str:
 def _legend(kinds: list[str]) -> str:
     """The colour key, as a row of cells under the title."""
     cells = "".join(
-        f'<td bgcolor="{FILL[k]}" border="1" style="rounded"><font point-size="10">{_esc(LEGEND[k])}</font></td>'
+        f'<td bgcolor="{FILL[k]}" border="1" style="rounded"><font point-size="10">{esc(LEGEND[k])}</font></td>'
         for k in kinds
     )
     return f'<table border="0" cellspacing="6" cellpadding="4"><tr>{cells}</tr></table>'

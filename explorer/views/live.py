@@ -13,7 +13,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from explorer.record import shape_str
+from explorer.views.format import dropped_tokens, fmt_seconds, plural, shape_str
+
 
 PHASES = (
     ("build", "build"),
@@ -33,12 +34,6 @@ SEAMS = (
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-def fmt_seconds(s: float) -> str:
-    if s >= 60:
-        return f"{int(s // 60)}:{int(s % 60):02d}"
-    return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
-
-
 def sparkline(values: list[float], width: int = 40) -> str:
     values = values[-width:]
     if not values:
@@ -54,14 +49,8 @@ def header(watch: Any) -> Group:
     if s.negative_prompt:
         lines.append(Text.assemble(("negative ", "dim"), repr(s.negative_prompt)))
     for record in watch.tokens:
-        if record.get("dropped_count"):
-            lines.append(
-                Text(
-                    f"⚠ {record['prompt'][:40]!r}… is {record['dropped_count']} tokens too long: CLIP drops "
-                    f"{record['dropped']!r}",
-                    "bold yellow",
-                )
-            )
+        if dropped := dropped_tokens(record):
+            lines.append(Text(f"⚠ {dropped}", "bold yellow"))
     model = Text.assemble((watch.model, "bold"), " · ")
     if watch.weights == "random":
         model.append("RANDOM WEIGHTS: the architecture is real, the image will be noise", "bold red")
@@ -70,7 +59,7 @@ def header(watch: Any) -> Group:
     lines.append(model)
     lines.append(
         Text(
-            f"{s.scheduler.upper()} · {s.steps} steps · guidance {s.guidance:g} · {s.width}×{s.height} px · seed {s.seed}",
+            f"{s.scheduler.upper()} · {plural(s.steps, 'step')} · guidance {s.guidance:g} · {s.width}×{s.height} px · seed {s.seed}",
             "dim",
         )
     )
@@ -185,3 +174,52 @@ def compare_view(result: dict | None) -> Group:
     for d in diffs[:30]:
         table.add_row(d["component"], d["path"], str(d["live"]), str(d["static"]))
     return Group(Text(f"compare: {len(diffs)} of {result['checked']} modules differ", "bold red"), table)
+
+
+class LiveDisplay:
+    """What `explore generate` shows on stderr while it runs: a spinner while the pipeline is built
+    and traced, warnings once it starts, then the live panel redrawn after every step."""
+
+    MESSAGES = {"build": "Building the pipeline…", "static": "Tracing the components for the record…"}
+
+    def __init__(self, console):
+        from rich.live import Live
+
+        self.console = console
+        self.status = console.status(self.MESSAGES["build"], spinner="dots")
+        self.live = Live(console=console, refresh_per_second=4, transient=False)
+
+    def callbacks(self) -> dict:
+        """The keyword arguments explorer.watching.generate takes to report its progress."""
+        return {"on_start": self.on_start, "on_step": self.on_step, "on_phase": self.on_phase}
+
+    def on_phase(self, name: str) -> None:
+        self.status.update(self.MESSAGES.get(name, name))
+
+    def on_start(self, watch: Any) -> None:
+        self.status.stop()
+        for warning in start_warnings(watch):
+            self.console.print(warning, highlight=False)
+        self.live.update(live_panel(watch))
+        self.live.start()
+
+    def on_step(self, watch: Any) -> None:
+        self.live.update(live_panel(watch))
+
+    def stop(self, watch: Any = None) -> None:
+        self.status.stop()
+        if watch is not None:
+            self.live.update(live_panel(watch))
+        self.live.stop()
+
+
+def start_warnings(watch: Any) -> list[str]:
+    """Said once, before the first step: prompts too long for CLIP, random weights."""
+    warnings = [f"[bold yellow]Warning:[/] {dropped}" for r in watch.tokens if (dropped := dropped_tokens(r))]
+    if watch.weights == "random":
+        warnings.append(
+            f"[bold red]Random weights:[/] {watch.model} is a preset with no weights; the architecture is "
+            "real and every shape is exact, but the image will be noise. Give --model a diffusers folder, "
+            "a .safetensors file or a hub id for a real image."
+        )
+    return warnings

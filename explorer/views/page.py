@@ -14,24 +14,12 @@ import re
 from typing import Any
 
 from explorer.record import Node, Trace
-
-
-def node_key(n: Node) -> str:
-    """The same id the diagrams give the node's box."""
-    return (n.path or "root") + (f"#{n.call}" if n.call else "")
-
-
-def children_map(trace: Trace) -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for i, parent in enumerate(trace.parents()):
-        if parent is not None:
-            children.setdefault(parent, []).append(i)
-    return children
+from explorer.views.format import attr, node_id
 
 
 def viewable(trace: Trace) -> list[Node]:
     """The nodes that get a view of their own: modules with something inside."""
-    children = children_map(trace)
+    children = trace.children()
     return [n for i, n in enumerate(trace.nodes) if n.kind == "module" and i in children and n.call == 0]
 
 
@@ -39,7 +27,7 @@ def nodes_data(trace: Trace, with_view: set[str]) -> dict[str, dict[str, Any]]:
     parents = trace.parents()
     data = {}
     for i, n in enumerate(trace.nodes):
-        key = node_key(n)
+        key = node_id(n)
         parent = parents[i]
         data[key] = {
             "path": n.path,
@@ -53,7 +41,7 @@ def nodes_data(trace: Trace, with_view: set[str]) -> dict[str, dict[str, Any]]:
             "outputs": [list(s) for s in n.outputs],
             "params": n.params,
             "flops": n.flops,
-            "parent": node_key(trace.nodes[parent]) if parent is not None else None,
+            "parent": node_id(trace.nodes[parent]) if parent is not None else None,
             "view": key in with_view,
         }
     return data
@@ -71,17 +59,13 @@ def tag_svg(svg: str, keys: dict[str, str], extra: dict[str, dict[str, str]] | N
         key = element_id.removeprefix("cluster_") if kind == "cluster" else element_id
         attrs = ""
         if key in keys:
-            attrs = f' data-path="{_attr(keys[key])}" data-key="{_attr(key)}"'
+            attrs = f' data-path="{attr(keys[key])}" data-key="{attr(key)}"'
         for name, value in extra.get(element_id, {}).items():
-            attrs += f' data-{name}="{_attr(value)}"'
+            attrs += f' data-{name}="{attr(value)}"'
         return f'<g id="{element_id}" class="{kind}{" sd-node" if attrs else ""}"{attrs}>'
 
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG goes inside the page
     return _G.sub(tag, svg)
-
-
-def _attr(value: str) -> str:
-    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 
 
 def to_script(data: dict) -> str:

@@ -8,37 +8,17 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from explorer.analysis import KINDS, Scaling, activation_bytes, flops_by_kind, leaf_activation_bytes
-from explorer.record import Trace, fmt_params
-from explorer.views.tree import _layout, type_style
-
-SORTS = ("tree", "flops", "params", "activation")
-
-
-def fmt_flops(n: int) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:,.1f} G"
-    if n >= 1e6:
-        return f"{n / 1e6:,.1f} M"
-    return f"{n / 1e3:,.1f} K" if n else "0"
-
-
-def fmt_bytes(n: int) -> str:
-    for size, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-def share(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f} %" if whole else ""
+from explorer.analysis import WORK, Scaling, activation_bytes, flops_by_work, leaf_activation_bytes
+from explorer.record import Trace
+from explorer.views.format import call_suffix, fmt_bytes, fmt_flops, fmt_params, share
+from explorer.views.tree import layout, type_style
 
 
 def stats_rows(trace: Trace, whole: Trace) -> list[dict[str, Any]]:
     """One row per node of `trace` (already narrowed), shares taken against `whole`."""
     total_act = leaf_activation_bytes(whole)
     rows = []
-    for row in _layout(trace):
+    for row in layout(trace):
         n = row["node"]
         if n.is_step and not n.flops:
             continue  # a step moves data around: nothing to count
@@ -46,7 +26,7 @@ def stats_rows(trace: Trace, whole: Trace) -> list[dict[str, Any]]:
         rows.append(
             {
                 "guide": row["guide"],
-                "name": row["name"] + (f" (call {n.call + 1})" if n.call else ""),
+                "name": row["name"] + call_suffix(n),
                 "node": n,
                 "params": n.params if not n.call else 0,
                 "flops": n.flops,
@@ -103,22 +83,22 @@ def scaling_table(rows: list[Scaling], component: str) -> Group:
     table = Table(box=None, padding=(0, 2), header_style="bold dim", title_justify="left")
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("tokens", justify="right", no_wrap=True)
-    for kind in KINDS:
-        table.add_column(kind, justify="right", no_wrap=True)
+    for work in WORK:
+        table.add_column(work, justify="right", no_wrap=True)
     table.add_column("total", justify="right", no_wrap=True)
     table.add_column(f"× {base.size} px", justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             f"{r.size} px",
             f"{r.tokens:,}",
-            *(f"{r.flops[k] / 1e9:,.1f}" for k in KINDS),
+            *(f"{r.flops[w] / 1e9:,.1f}" for w in WORK),
             Text(f"{r.total / 1e9:,.1f}", "bold"),
             Text(f"{r.total / base.total:.2f}×", "bold"),
         )
     growth = []
-    for kind in KINDS:
-        if base.flops[kind] and rows[-1].flops[kind]:
-            growth.append(f"{kind} ×{rows[-1].flops[kind] / base.flops[kind]:.1f}")
+    for work in WORK:
+        if base.flops[work] and rows[-1].flops[work]:
+            growth.append(f"{work} ×{rows[-1].flops[work] / base.flops[work]:.1f}")
     pixels = (rows[-1].size / base.size) ** 2
     note = Text(
         f"From {base.size} to {rows[-1].size} px the latent has {pixels:.2f}× the positions: convolutions and "
@@ -130,12 +110,47 @@ def scaling_table(rows: list[Scaling], component: str) -> Group:
     return Group(title, Text(""), table, Text(""), note)
 
 
+def plot_scaling(rows: list[Scaling], component: str):
+    """A matplotlib figure: GFLOPs by kind of work against the image size, stacked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r.size for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    bottom = [0.0] * len(rows)
+    colors = {"convolution": "#4e9ac7", "self-attention": "#a05cc8", "cross-attention": "#d99bd9", "linear / other": "#e6b83c"}
+    for work in WORK:
+        values = [r.flops[work] / 1e9 for r in rows]
+        ax.bar([str(s) for s in sizes], values, bottom=bottom, label=work, color=colors[work])
+        bottom = [b + v for b, v in zip(bottom, values)]
+    for x, top in enumerate(bottom):
+        ax.text(x, top, f"{top:,.0f}", ha="center", va="bottom", fontsize=9)
+    ax.set_xlabel("image size (pixels per side)")
+    ax.set_ylabel("GFLOPs per call")
+    ax.set_title(f"SD1.5 {component}: cost of one call, by kind of work")
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (written atomically by the caller)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def stats_json(trace: Trace, whole: Trace) -> dict[str, Any]:
     """The record, with per-node flops, params and activation bytes (float32), and the totals."""
     data = trace.to_dict()
     data["total_flops"] = whole.total_flops
     data["total_params"] = whole.total_params
-    data["flops_by_kind"] = flops_by_kind(whole)
+    data["flops_by_kind"] = flops_by_work(whole)  # the record's field keeps its name
     for node, out in zip(trace.nodes, data["nodes"]):
         out["flops"] = node.flops
         out["activation_bytes"] = activation_bytes(node)

@@ -15,8 +15,9 @@ from typing import Any
 from rich.console import Console, Group
 from rich.text import Text
 
-from explorer.record import Node, Trace, fmt_params, shape_str
-from explorer.views.kinds import kind_of
+from explorer.record import Node, Trace
+from explorer.views.categories import category_of
+from explorer.views.format import call_suffix, dropped_tokens, fmt_params, fmt_shape, fmt_shapes, relative_name
 
 WEIGHT_WORDS = {
     "meta": "meta device: exact shapes, no weights",
@@ -24,8 +25,8 @@ WEIGHT_WORDS = {
     "pretrained": "pretrained weights",
 }
 
-# Colour by what a layer does (explorer.views.kinds): the same key as the diagrams.
-KIND_STYLES = {
+# Colour by what a layer does (explorer.views.categories): the same key as the diagrams.
+CATEGORY_STYLES = {
     "conv": "cyan",
     "norm": "green",
     "attention": "magenta",
@@ -37,25 +38,7 @@ KIND_STYLES = {
 
 
 def type_style(node: Node) -> str:
-    return KIND_STYLES[kind_of(node)]
-
-
-def fmt_shape(shape) -> str:
-    """[2,320,64,64]; a tuple of shapes with repeats folded: ([2,1280,8,8]×3)."""
-    if shape and isinstance(shape[0], tuple):
-        return "(" + fmt_shapes(shape) + ")"
-    return shape_str(shape, compact=True)
-
-
-def fmt_shapes(shapes) -> str:
-    """Several shapes, equal neighbours folded: [2,320,64,64]×2, [2,320,32,32]."""
-    runs: list[list] = []
-    for s in shapes:
-        if runs and runs[-1][0] == s:
-            runs[-1][1] += 1
-        else:
-            runs.append([s, 1])
-    return ", ".join(shape_str(s, compact=True) + (f"×{n}" if n > 1 else "") for s, n in runs)
+    return CATEGORY_STYLES[category_of(node)]
 
 
 def _inputs(node: Node) -> list[tuple[str, Any]]:
@@ -93,16 +76,13 @@ def _side_lines(node: Node, room: int) -> list[str]:
 
 
 def _relative_name(node: Node, parent: Node | None, trace: Trace) -> str:
+    """A node's name under its parent in the tree; the top of a --block view keeps its full path."""
     if node.path == "":
         return trace.component
-    if parent is not None and parent.path and node.path.startswith(parent.path + "."):
-        return node.path[len(parent.path) + 1 :]
-    if parent is None and trace.block and node.path.startswith(trace.block + "."):
-        return node.path  # the top of a --block view keeps its full path
-    return node.path
+    return relative_name(node.path, parent.path if parent is not None else "")
 
 
-def _layout(trace: Trace) -> list[dict[str, Any]]:
+def layout(trace: Trace) -> list[dict[str, Any]]:
     """Each node with its parent and the tree guides to draw before its name."""
     rows: list[dict[str, Any]] = []
     open_levels: list[bool] = []  # per ancestor level: does it still have siblings to come?
@@ -160,7 +140,7 @@ def header(trace: Trace) -> Text:
 
 
 def tree_lines(trace: Trace, width: int = 100) -> list[Text]:
-    rows = _layout(trace)
+    rows = layout(trace)
     if not rows:
         return []
     name_w = max(len("module"), *(len(r["guide"]) + len(r["name"]) + (9 if r["node"].call else 0) for r in rows))
@@ -183,7 +163,7 @@ def tree_lines(trace: Trace, width: int = 100) -> list[Text]:
         line = Text(row["guide"], style="bright_black")
         line.append(row["name"], style="italic" if node.is_step else ("bold" if node.depth == trace.root_depth else ""))
         if node.call:
-            line.append(f" (call {node.call + 1})", style="dim")
+            line.append(call_suffix(node), style="dim")
         line.pad_right(name_w - len(line))
         line.append("  ")
         line.append((node.label if node.is_step else node.type).ljust(type_w), style=type_style(node))
@@ -236,14 +216,8 @@ def tokens_view(tokens: tuple[dict[str, Any], ...], width: int = 100) -> Group:
             parts.append(
                 Text(f"{length}–{len(ids) - 1}: {toks[-1]} {ids[-1]} × {padding} (padding to {len(ids)})", "dim")
             )
-        if record.get("dropped_count"):
-            parts.append(
-                Text(
-                    f"⚠ this prompt is {record['dropped_count']} tokens too long: CLIP keeps {len(ids) - 2} and "
-                    f"drops: {record['dropped']!r}",
-                    "bold red",
-                )
-            )
+        if dropped := dropped_tokens(record):
+            parts.append(Text(f"⚠ {dropped}", "bold red"))
         parts.append(Text(""))
     return Group(*parts)
 

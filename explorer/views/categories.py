@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from explorer.record import Node
 
-KINDS = ("conv", "norm", "attention", "linear", "activation", "block", "step")
+CATEGORIES = ("conv", "norm", "attention", "linear", "activation", "block", "step")
 
 _BY_NAME = (
     (("Block",), "block"),  # before "Attn": a CrossAttnDownBlock2D is a block
@@ -16,12 +16,12 @@ _BY_NAME = (
 )
 
 
-def kind_of(node: Node) -> str:
-    """One of KINDS. Steps (recorded computations, not modules) are "step"; a module whose
+def category_of(node: Node) -> str:
+    """One of CATEGORIES. Steps (recorded computations, not modules) are "step"; a module whose
     name says nothing is a "block"."""
     if node.is_step:
         return "step"
-    for words, kind in _BY_NAME:
+    for words, category in _BY_NAME:
         if any(word in node.type for word in words):
-            return kind
+            return category
     return "block"

@@ -1,0 +1,152 @@
+"""Drivers: how one forward pass of each kind of component is run, the way Stable Diffusion runs it.
+
+A driver makes the component's inputs (empty tensors on the meta device, seeded random ones
+otherwise) and returns them by name with a `run()` that calls the model. The registry
+(`explorer.components`) says which driver a component uses:
+
+- `denoiser` (the UNet): a noisy latent, a timestep and the prompt embedding;
+- `autoencoder` (the VAE): an image through encode -> mean / log-variance -> sample -> scale ->
+  unscale -> decode, each step between the modules recorded as a step;
+- `text` (the CLIP text encoder): the tokenized prompts, negative prompts first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class Drive:
+    """The inputs of one forward pass by name, the call that runs it, and record fields it adds."""
+
+    inputs: dict[str, Any]
+    run: Callable[[], Any]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _tensor_factory(model, seed: int):
+    """Make input tensors: empty ones on the meta device, seeded random ones otherwise."""
+    import torch
+
+    on_meta = next(model.parameters()).is_meta
+    generator = None if on_meta else torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int):
+        if on_meta:
+            return torch.empty(shape, device="meta")
+        return torch.randn(shape, generator=generator)
+
+    def full(shape: tuple[int, ...], value: int, dtype):
+        return torch.full(shape, value, dtype=dtype, device="meta" if on_meta else "cpu")
+
+    return randn, full
+
+
+def denoiser(loaded, request, height: int, width: int, batch: int) -> Drive:
+    import torch
+
+    from explorer.loading import context_length, latent_downscale
+
+    cfg, unet = loaded.config, loaded.model
+    randn, full = _tensor_factory(unet, request.seed)
+    down = latent_downscale(loaded.source)
+    sample = randn(batch, cfg["in_channels"], height // down, width // down)  # (B, 4, H/8, W/8) latents
+    timestep = full((batch,), 999, torch.long)  # (B,) the first step of a 1000-step schedule
+    context = randn(batch, context_length(loaded.source), cfg["cross_attention_dim"])  # (B, 77, 768) prompt
+
+    def run():
+        return unet(sample, timestep, encoder_hidden_states=context)
+
+    return Drive({"sample": sample, "timestep": timestep, "encoder_hidden_states": context}, run)
+
+
+def autoencoder(loaded, request, height: int, width: int, batch: int) -> Drive:
+    cfg, vae = loaded.config, loaded.model
+    randn, _ = _tensor_factory(vae, request.seed)
+    image = randn(batch, cfg["in_channels"], height, width)  # (B, 3, H, W) pixels in [-1, 1]
+
+    def run():
+        from explorer.recorder import manual_steps
+
+        with manual_steps():  # the steps below are recorded explicitly, not as torch operations
+            latents = _encode_and_sample(vae, image, randn)  # (B, 4, H/8, W/8)
+            return vae.decode(_unscale(vae, latents)).sample  # post_quant_conv + decoder -> (B, 3, H, W)
+
+    return Drive({"sample": image}, run)
+
+
+def _encode_and_sample(vae, image, randn):
+    """encoder + quant_conv -> a Gaussian -> its sample (the reparameterization trick) -> scaled."""
+    from explorer.recorder import record_step
+
+    posterior = vae.encode(image).latent_dist  # (B, 8, H/8, W/8) moments
+    record_step(
+        "mean_logvar",
+        "SplitMeanLogVar",
+        {"moments": posterior.parameters},
+        (posterior.mean, posterior.logvar),
+        label=f"{posterior.parameters.shape[1]} channels → mean, log-variance",
+        note="The encoder does not output a point but a Gaussian: half the channels are its mean, "
+        "half its log-variance (clamped to [-30, 20]).",
+    )
+    eps = randn(*posterior.mean.shape)  # ε ~ N(0, I)
+    z = posterior.mean + posterior.std * eps  # the reparameterization trick: std = exp(0.5·logvar)
+    record_step(
+        "sample",
+        "Reparameterize",
+        {"mean": posterior.mean, "logvar": posterior.logvar, "eps": eps},
+        z,
+        label="z = mean + exp(0.5·logvar)·ε",
+        note="A sample of the Gaussian written so gradients flow through mean and logvar: ε carries the randomness.",
+    )
+    factor = vae.config.scaling_factor
+    latents = z * factor
+    record_step(
+        "scale",
+        "ScaleLatents",
+        {"z": z},
+        latents,
+        label=f"z × {factor}",
+        note=f"Scaled by {factor} so the latents have roughly unit variance: this is what the UNet sees.",
+    )
+    return latents
+
+
+def _unscale(vae, latents):
+    from explorer.recorder import record_step
+
+    factor = vae.config.scaling_factor
+    z = latents / factor
+    record_step(
+        "unscale",
+        "UnscaleLatents",
+        {"latents": latents},
+        z,
+        label=f"latents ÷ {factor}",
+        note="Before decoding, the pipeline undoes the scaling.",
+    )
+    return z
+
+
+def text(loaded, request, height: int, width: int, batch: int) -> Drive:
+    import torch
+
+    from explorer.tokenizer import tokenize, tokenizer_folder
+
+    max_length = int(loaded.config.get("max_position_embeddings", 77))
+    # Like diffusers: the negative prompts first, then the prompts (batch 2 = [negative, prompt]).
+    prompts = [request.negative_prompt] * (batch // 2) + [request.prompt] * (batch - batch // 2)
+    ids, records = tokenize(prompts, max_length, tokenizer_folder(loaded.source))
+    on_meta = next(loaded.model.parameters()).is_meta
+    input_ids = torch.tensor(ids, device="meta" if on_meta else "cpu")  # (B, 77)
+    clip = loaded.model
+
+    def run():
+        return clip(input_ids=input_ids)
+
+    unique = {r["prompt"]: r for r in records}  # each distinct prompt once
+    return Drive({"input_ids": input_ids}, run, {"tokens": tuple(unique.values())})
+
+
+DRIVERS: dict[str, Callable[..., Drive]] = {"denoiser": denoiser, "autoencoder": autoencoder, "text": text}

@@ -1,0 +1,612 @@
+"""Train the micro SD: `python -m explorer.micro.train --out my-micro`.
+
+Two stages, as Stable Diffusion was made:
+
+1. **the VAE** learns to compress a 64x64 image into a 16x16x4 latent and back (L1 reconstruction,
+   plus a KL term weighted 1e-6 as in SD's autoencoder training). Then its scaling factor is
+   measured: 1 / the standard deviation of the latents, the way SD's 0.18215 was found;
+2. **the UNet and the text encoder together** learn to predict the noise added to a latent
+   (the usual ε-prediction loss, SD1.5's 1000-step noise schedule), the caption replaced by the empty
+   prompt one time in ten so that classifier-free guidance works. EMA weights (diffusers' `EMAModel`)
+   are what is saved.
+
+Everything random comes from the seed: step k of a stage draws its images, captions, noise and
+timesteps from a generator seeded with (seed, stage, k), so the same command gives the same weights
+on the same machine, and a run resumed from a checkpoint continues exactly where it stopped.
+Ctrl-C writes a checkpoint; the same command resumes from it.
+
+The output is a diffusers folder (model_index.json; unet/, vae/, text_encoder/, tokenizer/,
+scheduler/; safetensors only) that `explore generate --model FOLDER` and diffusers'
+`StableDiffusionPipeline.from_pretrained` both load; plus `micro.json` (what the model learned and
+how it was trained), `loss.png` and `evaluation.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from explorer.errors import ExplorerError
+
+PROMPT_DROPOUT = 0.1  # share of captions replaced by "" (classifier-free guidance)
+KL_WEIGHT = 1e-6  # as in SD's autoencoder (kl_weight 1e-6)
+CHECKPOINT_EVERY = 250  # steps
+
+
+@dataclass
+class Plan:
+    """What a training run does. The defaults made the shipped weights."""
+
+    out: Path
+    seed: int = 0
+    vae_steps: int = 1500
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    unet_steps: int = 4500
+    unet_batch: int = 32
+    unet_lr: float = 1e-3
+    ema_decay: float = 0.999
+    timestep_power: float = 1.0  # timesteps drawn as T·u^(1/power): 1 uniform (SD1.5), 2 more high-noise steps
+    loss_weight_cap: float = 1.0  # weight of a step's loss: min(max(1, 1/SNR), cap); 1 = unweighted (SD1.5)
+    warmup: int = 100
+    evaluate_seeds: int = 1  # seeds per combination in the final evaluation (0: skip it)
+    device: str = "cpu"  # where to train ("cuda" on a GPU); the data and every random draw stay on the CPU
+
+    def check(self) -> None:
+        for name in ("vae_steps", "unet_steps", "vae_batch", "unet_batch"):
+            if getattr(self, name) < 1:
+                raise ExplorerError(f"{name.replace('_', '-')} must be 1 or more, got {getattr(self, name)}.")
+        for name in ("vae_lr", "unet_lr"):
+            if not 0 < getattr(self, name) < 1:
+                raise ExplorerError(f"{name.replace('_', '-')} must be between 0 and 1, got {getattr(self, name)}.")
+
+
+@dataclass
+class History:
+    """Loss per step of each stage, and the seconds each stage took."""
+
+    vae: list[float] = field(default_factory=list)
+    unet: list[float] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def step_generator(seed: int, stage: str, step: int):
+    """The generator of one step: everything random in it comes from here."""
+    import torch
+
+    return torch.Generator().manual_seed(seed * 1_000_003 + {"vae": 1, "unet": 2, "scale": 3}[stage] * 100_000_007 + step)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to `peak`, then a cosine down to a tenth of it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# -- the batches -------------------------------------------------------------------------------------
+
+
+def image_batch(count: int, generator, device: str = "cpu"):
+    """(images (N, 3, 64, 64) in [-1, 1], captions) of training specs."""
+    from explorer.micro.data import draw, random_specs
+
+    specs, captions = random_specs(count, generator)
+    return draw(specs, generator).to(device), captions
+
+
+def token_ids(captions: list[str]):
+    """(N, 77) ids from the real SD1.5 tokenizer, padded as the pipeline pads them."""
+    import torch
+
+    return torch.tensor([_caption_ids(c) for c in captions])
+
+
+@lru_cache(maxsize=None)
+def _caption_ids(caption: str) -> list[int]:
+    """One caption's ids; the captions are a few thousand sentences, each tokenized once."""
+    from explorer.tokenizer import clip_tokenizer
+
+    return clip_tokenizer()(caption, padding="max_length", max_length=77, truncation=True).input_ids
+
+
+# -- stage 1: the VAE ---------------------------------------------------------------------------------
+
+
+def vae_loss(vae, images, generator):
+    """L1 reconstruction per pixel value, plus the KL divergence from N(0, I) weighted as in SD's
+    autoencoder (both summed over the image there; here both divided by its size)."""
+    posterior = vae.encode(images).latent_dist  # (N, 4, 16, 16) mean and log-variance
+    decoded = vae.decode(posterior.sample(generator=generator)).sample  # (N, 3, 64, 64)
+    reconstruction = (decoded - images).abs().mean()
+    return reconstruction + KL_WEIGHT * posterior.kl().mean() / images[0].numel()
+
+
+def train_vae(vae, plan: Plan, state: dict, history: History, progress: Callable) -> None:
+    import torch
+
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=plan.vae_lr, weight_decay=0.0)
+    if state.get("optimizer"):
+        optimizer.load_state_dict(state["optimizer"])
+    vae.train()
+    for step in range(len(history.vae), plan.vae_steps):
+        generator = step_generator(plan.seed, "vae", step)
+        images, _ = image_batch(plan.vae_batch, generator, plan.device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, plan.vae_steps, plan.vae_lr, plan.warmup)
+        loss = vae_loss(vae, images, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.vae.append(round(loss.item(), 6))
+        state["optimizer"] = optimizer.state_dict()
+        progress("vae", step + 1, history.vae[-1])
+        if (step + 1) % CHECKPOINT_EVERY == 0:
+            state["save"]()
+    vae.eval()
+
+
+def measure_scaling(vae, plan: Plan, count: int = 1024) -> float:
+    """1 / the standard deviation of the VAE's latents over `count` images: what makes the latents
+    the UNet sees about unit variance (SD1.5's 0.18215 was measured the same way)."""
+    import torch
+
+    generator = step_generator(plan.seed, "scale", 0)
+    latents = []
+    with torch.no_grad():
+        for _ in range(count // 64):
+            images, _ = image_batch(64, generator, plan.device)
+            latents.append(vae.encode(images).latent_dist.sample(generator=generator))
+    return round(1.0 / float(torch.cat(latents).std()), 5)
+
+
+# -- stage 2: the UNet and the text encoder -----------------------------------------------------------
+
+
+def unet_loss(unet, text_encoder, vae, noise_schedule, images, captions, generator, power=1.0, cap=1.0):
+    """ε-prediction loss of one batch; captions dropped to "" one time in ten."""
+    import torch
+
+    drop = torch.rand(len(captions), generator=generator) < PROMPT_DROPOUT
+    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+    device = images.device
+    with torch.no_grad():
+        posterior = vae.encode(images).latent_dist
+        latents = posterior.sample(generator=generator) * vae.config.scaling_factor  # (N, 4, 16, 16)
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    total = noise_schedule.config.num_train_timesteps
+    u = torch.rand(len(captions), generator=generator)
+    steps = (total * u ** (1 / power)).long().clamp(max=total - 1)
+    noisy = noise_schedule.add_noise(latents, noise, steps.to(device))
+    context = text_encoder(token_ids(captions).to(device)).last_hidden_state  # (N, 77, 32)
+    predicted = unet(noisy, steps.to(device), encoder_hidden_states=context).sample
+    alpha = noise_schedule.alphas_cumprod[steps]
+    weight = ((1 - alpha) / alpha).clamp(min=1, max=cap).to(device)  # 1/SNR, capped
+    return (weight.view(-1, 1, 1, 1) * (predicted - noise) ** 2).mean()
+
+
+
+def train_unet(unet, text_encoder, vae, plan: Plan, state: dict, history: History, progress: Callable) -> None:
+    import torch
+
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=plan.unet_lr, weight_decay=0.01)
+    if state.get("optimizer"):
+        optimizer.load_state_dict(state["optimizer"])
+    schedule = noise_schedule()
+    unet.train()
+    text_encoder.train()
+    for step in range(len(history.unet), plan.unet_steps):
+        generator = step_generator(plan.seed, "unet", step)
+        images, captions = image_batch(plan.unet_batch, generator, plan.device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, plan.unet_steps, plan.unet_lr, plan.warmup)
+        loss = unet_loss(unet, text_encoder, vae, schedule, images, captions, generator, plan.timestep_power, plan.loss_weight_cap)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        for ema, model in zip(state["ema"], (unet, text_encoder)):
+            ema.step(model.parameters())
+        history.unet.append(round(loss.item(), 6))
+        state["optimizer"] = optimizer.state_dict()
+        progress("unet", step + 1, history.unet[-1])
+        if (step + 1) % CHECKPOINT_EVERY == 0:
+            state["save"]()
+    unet.eval()
+    text_encoder.eval()
+
+
+def noise_schedule():
+    """SD1.5's training noise schedule (1000 steps, scaled-linear betas), from its scheduler config."""
+    from diffusers import DDPMScheduler
+
+    from explorer.specs import MICRO
+
+    return DDPMScheduler.from_config(dict(MICRO.scheduler))
+
+
+# -- building, checkpoints, output --------------------------------------------------------------------
+
+
+def build_models(seed: int) -> dict[str, Any]:
+    """The micro preset's three models with their default initialisation, seeded."""
+    import torch
+
+    from explorer.loading import build_fresh
+    from explorer.specs import MICRO
+
+    torch.manual_seed(seed)
+    return {c: build_fresh(c, MICRO.config(c)) for c in ("vae", "unet", "clip")}  # on the CPU; run() moves them
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(folder: Path, stage: str, models: dict, state: dict, history: History, plan: Plan) -> None:
+    """Everything needed to resume, written whole or not at all (a plain dict of tensors and numbers:
+    it loads with torch.load(weights_only=True))."""
+    import io
+
+    import torch
+
+    from explorer.files import write_atomic
+
+    payload = {
+        "stage": stage,
+        "plan": _settings(plan),
+        "history": asdict(history),
+        "models": {name: model.state_dict() for name, model in models.items()},
+        "optimizer": state.get("optimizer"),
+        "ema": [ema.state_dict() for ema in state.get("ema") or []],
+        "scaling": models["vae"].config.scaling_factor if stage == "unet" else None,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(folder / CHECKPOINT, buffer.getvalue())
+
+
+def _settings(plan: Plan) -> dict:
+    """What a resumed run must share with the run that wrote the checkpoint."""
+    return {k: v for k, v in asdict(plan).items() if k not in ("out", "device", "evaluate_seeds")}
+
+
+def load_checkpoint(folder: Path, plan: Plan) -> dict | None:
+    import torch
+
+    path = folder / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ExplorerError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}); delete it to start over.") from None
+    saved = payload["plan"]
+    mine = _settings(plan)
+    if saved != mine:
+        changed = ", ".join(k for k in mine if saved.get(k) != mine[k])
+        raise ExplorerError(
+            f"{path} was written by a run with other settings ({changed}); resume with the same settings, "
+            "or delete it to start over."
+        )
+    return payload
+
+
+def restore(saved: dict, models: dict, history: History, state: dict, decay: float) -> str:
+    """Put a checkpoint back into the models, the history and the training state; its stage."""
+    for name, weights in saved["models"].items():
+        models[name].load_state_dict(weights)
+    for key, value in saved["history"].items():
+        setattr(history, key, value)
+    if saved.get("scaling") is not None:
+        models["vae"].register_to_config(scaling_factor=saved["scaling"])
+    state["optimizer"] = saved["optimizer"]
+    if saved["stage"] == "unet":
+        state["ema"] = new_ema(models, decay)
+        for ema, weights in zip(state["ema"], saved["ema"]):
+            ema.load_state_dict(weights)
+    return saved["stage"]
+
+
+def new_ema(models: dict, decay: float) -> list:
+    """Exponential moving averages of the UNet's and the text encoder's weights, warming up (diffusers'
+    EMAModel): early on the average follows the weights closely, later it smooths over ~1/(1-decay) steps."""
+    from diffusers.training_utils import EMAModel
+
+    return [EMAModel(models[name].parameters(), decay=decay, use_ema_warmup=True, power=3 / 4) for name in ("unet", "clip")]
+
+
+class StopAfterStep:
+    """Ctrl-C during training: finish the step running, write a checkpoint, stop. A second Ctrl-C
+    stops at once (the last checkpoint stays)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.requested:
+            signal.signal(signal.SIGINT, self.previous)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C after writing a checkpoint."""
+
+
+def check_output(folder: Path) -> None:
+    from explorer.files import check_writable, make_folder
+
+    check_writable(folder, "the trained model")
+    if (folder / "model_index.json").is_file() and not (folder / CHECKPOINT).is_file():
+        raise ExplorerError(f"{folder} already holds a trained model: choose another folder, or delete it to train again.")
+    make_folder(folder)
+
+
+def run(plan: Plan, progress: Callable[[str, int, float], None] = lambda stage, step, loss: None) -> dict:
+    """Train (or resume), write the model folder, and return what micro.json records."""
+    plan.check()
+    check_output(plan.out)
+    models = build_models(plan.seed)
+    history, state = History(), {}
+    saved = load_checkpoint(plan.out, plan)
+    stage = restore(saved, models, history, state, plan.ema_decay) if saved else "vae"
+    for model in models.values():
+        model.to(plan.device)
+    for ema in state.get("ema") or []:
+        ema.to(plan.device)
+    stop = StopAfterStep()
+
+    def save() -> None:
+        save_checkpoint(plan.out, stage, models, state, history, plan)
+        if stop.requested:
+            raise Interrupted()
+
+    state["save"] = save
+    with stop:
+        wrapped = _stopping(progress, stop, save)
+        if stage == "vae":
+            _timed(history, "vae", lambda: train_vae(models["vae"], plan, state, history, wrapped))
+            models["vae"].register_to_config(scaling_factor=measure_scaling(models["vae"], plan))
+            stage, state["optimizer"], state["ema"] = "unet", None, new_ema(models, plan.ema_decay)
+            save()
+        _timed(history, "unet", lambda: train_unet(models["unet"], models["clip"], models["vae"], plan, state, history, wrapped))
+    for ema, name in zip(state["ema"], ("unet", "clip")):
+        ema.copy_to(models[name].parameters())  # the averaged weights are the ones kept
+    return finish(plan, models, history)
+
+
+def _stopping(progress: Callable, stop: StopAfterStep, save: Callable) -> Callable:
+    """The progress callback, which also writes a checkpoint and stops once Ctrl-C was pressed."""
+
+    def report(stage: str, step: int, loss: float) -> None:
+        progress(stage, step, loss)
+        if stop.requested:
+            save()
+
+    return report
+
+
+def _timed(history: History, stage: str, work: Callable[[], None]) -> None:
+    started = time.perf_counter()
+    try:
+        work()
+    finally:
+        history.seconds[stage] = round(history.seconds.get(stage, 0.0) + time.perf_counter() - started, 1)
+
+
+# -- the output folder ---------------------------------------------------------------------------------
+
+SCHEMA = "sd-explorer/micro@1"
+
+
+def finish(plan: Plan, models: dict, history: History) -> dict:
+    """Write the diffusers folder, micro.json, loss.png and (unless asked not to) evaluation.md."""
+    from explorer.micro import data
+
+    for model in models.values():
+        model.to("cpu")
+    write_pipeline(plan.out, models)
+    info = {
+        "schema": SCHEMA,
+        "image_size": data.IMAGE_SIZE,
+        "vocabulary": data.vocabulary(),
+        "held_out": [list(c) for c in data.HELD_OUT],
+        "scaling_factor": models["vae"].config.scaling_factor,
+        "plan": _settings(plan),
+        "command": command_line(plan),
+        "seconds": history.seconds,
+        "final_loss": {stage: _tail_mean(getattr(history, stage)) for stage in ("vae", "unet")},
+        "loss": {"vae": history.vae, "unet": history.unet},
+    }
+    from explorer.cache import package_versions
+
+    info["versions"] = package_versions()
+    write_json(plan.out / "micro.json", info)
+    plot_loss(history, plan.out / "loss.png")
+    if plan.evaluate_seeds:
+        from explorer.micro.evaluate import evaluate, to_markdown
+
+        result = evaluate(str(plan.out), seeds=plan.evaluate_seeds, guidances=(7.5,), device=plan.device)
+        (plan.out / "evaluation.md").write_text(to_markdown(result))
+        info["evaluation"] = result.summary()
+        write_json(plan.out / "micro.json", info)
+    (plan.out / CHECKPOINT).unlink(missing_ok=True)
+    return info
+
+
+def write_pipeline(folder: Path, models: dict) -> None:
+    """The models as a diffusers StableDiffusionPipeline folder, with SD1.5's tokenizer and PNDM."""
+    from diffusers import PNDMScheduler
+
+    from explorer.specs import MICRO
+    from explorer.tokenizer import clip_tokenizer
+    from explorer.watching import pipeline_class
+
+    pipe = pipeline_class()(
+        vae=models["vae"],
+        text_encoder=models["clip"],
+        tokenizer=clip_tokenizer(),
+        unet=models["unet"],
+        scheduler=PNDMScheduler.from_config(dict(MICRO.scheduler)),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    from explorer.files import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def _tail_mean(values: list[float], last: int = 100) -> float:
+    tail = values[-last:]
+    return round(sum(tail) / len(tail), 5) if tail else 0.0
+
+
+def command_line(plan: Plan) -> str:
+    """The command that trains with `plan`, naming only what differs from the defaults."""
+    default = Plan(out=plan.out)
+    words = ["python -m explorer.micro.train", f"--out {plan.out}"]
+    for key, value in asdict(plan).items():
+        if key != "out" and value != getattr(default, key):
+            words.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(words)
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """The running mean over `window` steps (shorter at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_loss(history: History, path: Path) -> bool:
+    """loss.png: both stages' loss per step, smoothed. False when matplotlib is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return False
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from explorer.files import write_atomic
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    titles = {"vae": "1. VAE: L1 reconstruction (+ KL)", "unet": "2. UNet + text encoder: noise MSE"}
+    for ax, stage in zip(axes, ("vae", "unet")):
+        values = getattr(history, stage)
+        ax.plot(values, color="#c8d3e0", linewidth=0.6, label="per step")
+        ax.plot(smooth(values, 50), color="#2f6db5", linewidth=1.6, label="mean of 50 steps")
+        ax.set_title(titles[stage], fontsize=11)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].legend(frameon=False)
+    minutes = sum(history.seconds.values()) / 60
+    fig.suptitle(f"Training the micro SD ({minutes:.0f} min)", fontsize=12)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+    return True
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None) -> Plan:
+    import argparse
+
+    default = Plan(out=Path("."))
+    parser = argparse.ArgumentParser(
+        prog="python -m explorer.micro.train",
+        description="Train the micro SD (a VAE, then the UNet and text encoder) on generated shapes; "
+        "write a diffusers folder that `explore generate --model FOLDER` uses. Ctrl-C writes a checkpoint: "
+        "the same command resumes.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the folder to write the model into")
+    for key, value in asdict(default).items():
+        if key != "out":
+            parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help=f"[{value}]")
+    return Plan(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    try:
+        plan = parse(argv)
+        plan.check()
+        check_output(plan.out)  # before anything is built: a folder that cannot be written costs nothing
+        info = _run_with_progress(plan, err)
+    except ExplorerError as exc:
+        err.print(f"[bold red]Error:[/] {exc}")
+        raise SystemExit(2) from None
+    except Interrupted:
+        err.print(f"[yellow]Stopped; checkpoint written to {plan.out / CHECKPOINT}. The same command resumes.[/]")
+        raise SystemExit(130) from None
+    minutes = sum(info["seconds"].values()) / 60
+    err.print(f"[green]Done[/] in {minutes:.1f} min: {plan.out} (scaling factor {info['scaling_factor']}).")
+    if "evaluation" in info:
+        err.print((plan.out / "evaluation.md").read_text())
+
+
+def _run_with_progress(plan: Plan, err) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err) as bar:
+        tasks = {
+            "vae": bar.add_task("1. VAE", total=plan.vae_steps, loss="…"),
+            "unet": bar.add_task("2. UNet + text encoder", total=plan.unet_steps, loss="…"),
+        }
+        recent: dict[str, list[float]] = {"vae": [], "unet": []}
+
+        def progress(stage: str, step: int, loss: float) -> None:
+            recent[stage] = (recent[stage] + [loss])[-50:]
+            mean = sum(recent[stage]) / len(recent[stage])
+            bar.update(tasks[stage], completed=step, loss=f"{mean:.4f}")
+
+        return run(plan, progress)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from explorer.files import write_atomic
 from explorer.record import Trace
+from explorer.versions import package_versions
 
 FORMAT = 1  # bump when what is stored changes
 
@@ -34,23 +34,13 @@ def cache_dir() -> Path:
     return Path(base) / "sd-explorer"
 
 
-def package_versions() -> dict[str, str]:
-    found = {}
-    for package in ("sd-explorer", "torch", "diffusers", "transformers"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "none"
-    return found
-
-
 def source_fingerprint(source: Any, component: str, allow_pickle: bool) -> dict[str, Any]:
     """What identifies the architecture and, when there are weights, the files holding them."""
-    from explorer.loading import _weight_files, component_config
+    from explorer.loading import component_config, weight_files
 
     found: dict[str, Any] = {"kind": source.kind, "label": source.label, "config": component_config(source, component)}
     if source.has_weights:
-        files = _weight_files(source, component, allow_pickle, required=source.kind != "hub")
+        files = weight_files(source, component, allow_pickle, required=source.kind != "hub")
         found["files"] = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     return found
 

@@ -143,7 +143,7 @@ def user_errors() -> Iterator[None]:
         err.print(f"[bold red]Error:[/] {message}", highlight=False)
         raise typer.Exit(2) from None
     except Exception as exc:
-        from explorer.tracing import TraceError  # only loaded once torch is
+        from explorer.capture.hooks import TraceError  # only loaded once torch is
 
         if isinstance(exc, TraceError):
             err.print(f"[bold red]Error:[/] {exc}", highlight=False)

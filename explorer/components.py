@@ -3,12 +3,12 @@
 A *component* is one model of the pipeline that the explorer can build and trace: the UNet, the
 VAE, the CLIP text encoder. Everything the rest of the project needs to know about one lives in its
 entry here: its folder in a diffusers pipeline folder, its class and the library it comes from, how
-a forward pass is driven (`explorer.drivers`), its batch by default, its name in an original
+a forward pass is driven (`explorer.capture.drivers`), its batch by default, its name in an original
 (CompVis) single-file checkpoint and diffusers' function that converts it, and how it is shown.
 Loading, tracing, the CLI, the figures, the page and watching all read it.
 
 Adding a component is one entry here (and its configs in the presets of `explorer.specs`); a new
-way of driving it is one function in `explorer.drivers`.
+way of driving it is one function in `explorer.capture.drivers`.
 
 This module imports nothing heavy: the CLI reads it before torch is loaded.
 """
@@ -26,11 +26,12 @@ class Component:
     folder: str  # its subfolder in a diffusers pipeline folder
     library: str  # "diffusers" or "transformers": where `class_name` is found
     class_name: str  # the model class, built from the folder's config.json
-    driver: str  # how one forward pass is driven: a name in explorer.drivers.DRIVERS
+    driver: str  # how one forward pass is driven: a name in explorer.capture.drivers.DRIVERS
     default_batch: int  # 2 where classifier-free guidance runs the prompt and the negative prompt together
     ldm_prefix: str  # prefix of its tensors in an original (CompVis / ldm) single-file checkpoint
     ldm_converter: str  # the diffusers.loaders.single_file_utils function converting them to diffusers names
-    title: str  # as shown on a tab or a heading
+    title: str  # as shown on a tab: "UNet"
+    heading: str  # as shown in a heading: "CLIP text encoder"
     summary: str  # what it does, in one line
     config_class: str = ""  # transformers: the config class the model is built from
     ldm_marker: str = ""  # another key prefix that marks the original layout (the VAE's "encoder.down.")
@@ -47,6 +48,7 @@ UNET = Component(
     ldm_prefix="model.diffusion_model.",
     ldm_converter="convert_ldm_unet_checkpoint",
     title="UNet",
+    heading="UNet",
     summary="predicts the noise in a latent, given the timestep and the prompt embedding",
 )
 VAE = Component(
@@ -60,6 +62,7 @@ VAE = Component(
     ldm_converter="convert_ldm_vae_checkpoint",
     ldm_marker="encoder.down.",
     title="VAE",
+    heading="VAE",
     summary="encodes an image to a latent and decodes it back",
 )
 CLIP = Component(
@@ -73,6 +76,7 @@ CLIP = Component(
     ldm_prefix="cond_stage_model.transformer.",
     ldm_converter="convert_ldm_clip_checkpoint",
     title="CLIP",
+    heading="CLIP text encoder",
     summary="turns the prompt into the embedding every cross-attention reads",
     image_sized=False,
 )

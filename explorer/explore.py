@@ -90,8 +90,8 @@ def trace(component: str = "unet", model: str = "sd15", **options: Any) -> Trace
 
 def trace_loaded(loaded: Loaded, request: TraceRequest | None = None) -> Trace:
     """Record one forward pass of an already built component (inputs as `request` says)."""
-    from explorer.drivers import DRIVERS
-    from explorer.tracing import record
+    from explorer.capture.drivers import DRIVERS
+    from explorer.capture.hooks import record
 
     request = request or TraceRequest(loaded.component)
     c = entry(loaded.component)

@@ -323,7 +323,7 @@ def load(
     built = build(component, cfg, weights, seed)
     # A hub id explored on the meta device needs only its configs: its weights may not be downloaded.
     required = weights == "pretrained" or source.kind != "hub"
-    if source.has_weights and not _weight_files(source, component, allow_pickle, required=required):
+    if source.has_weights and not weight_files(source, component, allow_pickle, required=required):
         notes.append(f"The {component} weights of {source.label} are not in the local cache: shapes from its config alone.")
     elif source.has_weights:
         checkpoint = read_checkpoint(source, component, allow_pickle=allow_pickle, values=weights == "pretrained")
@@ -347,7 +347,7 @@ def load(
 # -- checkpoints ---------------------------------------------------------------------------------------
 
 
-def _weight_files(source: Source, component: str, allow_pickle: bool, required: bool = True) -> list[Path]:
+def weight_files(source: Source, component: str, allow_pickle: bool, required: bool = True) -> list[Path]:
     """The files holding the component's weights, preferring full precision over fp16 variants.
     None found: an error when `required`, else an empty list."""
     assert source.path is not None
@@ -374,7 +374,7 @@ def read_checkpoint(source: Source, component: str, *, allow_pickle: bool, value
     import torch
 
     checkpoint: dict[str, Any] = {}
-    for path in _weight_files(source, component, allow_pickle):
+    for path in weight_files(source, component, allow_pickle):
         if path.suffix in PICKLE_SUFFIXES:
             checkpoint.update(_read_pickle(path))
             continue

@@ -1,6 +1,6 @@
 """`explore html`: write the interactive page, a folder that works from file:// with no network.
 
-    site/index.html   the page (HTML, CSS and plain JavaScript)
+    site/index.html   the page, with page.css and page.js (plain JavaScript), from explorer/views/assets
     site/data.js      the records and one Graphviz SVG per block that has something inside
     site/run/         with --run: the latent previews of that generation
 
@@ -57,7 +57,7 @@ def build(
     from explorer.views.figures import pipeline_scene
     from explorer.views.graph import scene, to_dot
     from explorer.views.format import node_id
-    from explorer.views.page import INDEX_HTML, page_data, tag_svg, to_script, viewable
+    from explorer.views.page import ASSETS, asset, page_data, tag_svg, to_script, viewable
 
     run = read_run(run_folder) if run_folder is not None else None
     check_writable(folder.parent if not folder.exists() else folder)
@@ -95,7 +95,8 @@ def build(
         if run is not None:
             run_data = _copy_run(run, run_folder, staging / "run")
         (staging / "data.js").write_text(to_script(page_data(traces, views, pipeline, run_data)))
-        (staging / "index.html").write_text(INDEX_HTML)
+        for name in ASSETS:
+            (staging / name).write_text(asset(name), encoding="utf-8")
         os.chmod(staging, 0o755)
         if folder.exists():
             shutil.rmtree(folder)

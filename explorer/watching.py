@@ -323,7 +323,7 @@ def watch_pipeline(pipe, watch: Watch, on_step: Callable[[], None], compare: boo
 def _compare_first_calls(pipe, watch: Watch, undo: list) -> None:
     """Trace the first call of the text encoder, the UNet and the VAE decoder with module hooks,
     to compare with the static traces afterwards."""
-    from explorer.tracing import instrumented
+    from explorer.capture.hooks import instrumented
 
     def traced_once(component: str, module):
         def wrapper_of(original):

@@ -11,7 +11,7 @@ import torch
 from explorer import SCHEMA, Trace, trace
 from explorer.explore import trace_loaded
 from explorer.loading import load
-from explorer.tracing import TraceError, instrumented, record
+from explorer.capture.hooks import TraceError, instrumented, record
 
 
 def _state(model):

@@ -442,7 +442,7 @@ def finish(plan: Plan, models: dict, history: History) -> dict:
         "final_loss": {stage: _tail_mean(getattr(history, stage)) for stage in ("vae", "unet")},
         "loss": {"vae": history.vae, "unet": history.unet},
     }
-    from explorer.cache import package_versions
+    from explorer.versions import package_versions
 
     info["versions"] = package_versions()
     write_json(plan.out / "micro.json", info)

@@ -598,14 +598,9 @@ def to_dot(s: Scene) -> str:
     import graphviz
 
     g = graphviz.Digraph("figure", engine="dot")
-    head, *rest = s.title.split("\n")
-    rows = [f'<tr><td><font point-size="18"><b>{esc(head)}</b></font></td></tr>']
-    rows += [f'<tr><td><font point-size="12" color="#555555">{esc(line)}</font></td></tr>' for line in rest]
-    rows.append(f"<tr><td>{_legend([k for k in FILL if any(b.category == k for b in s.boxes)])}</td></tr>")
-    title = '<table border="0" cellpadding="1">' + "".join(rows) + "</table>"
     g.attr(
         rankdir=s.rankdir,
-        label=f"<{title}>",
+        label=f"<{_title_table(s)}>",
         labelloc="t",
         fontname="Helvetica",
         fontsize="16",
@@ -616,10 +611,41 @@ def to_dot(s: Scene) -> str:
     )
     g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="12", margin="0.12,0.06")
     g.attr("edge", fontname="Helvetica", fontsize="10", color="#555555", arrowsize="0.7")
+    graphs, subgraphs = _cluster_graphs(s, g)
+    for box in s.boxes:
+        graphs[box.cluster].node(box.id, **_box_attrs(box))
+    for cid in reversed(list(subgraphs)):  # nest clusters, innermost first
+        sub, parent = subgraphs[cid]
+        graphs[parent].subgraph(sub)
+    for group in s.same_rank:
+        with g.subgraph() as same:
+            same.attr(rank="same")
+            for box_id in group:
+                same.node(box_id)
+    for a in s.arrows:
+        if a.back:
+            g.edge(a.dst, a.src, **_arrow_attrs(a))
+        else:
+            g.edge(a.src, a.dst, **_arrow_attrs(a))
+    return g.source
+
+
+def _title_table(s: Scene) -> str:
+    """The heading, the lines under it and the colour key, as a Graphviz HTML-like table."""
+    head, *rest = s.title.split("\n")
+    rows = [f'<tr><td><font point-size="18"><b>{esc(head)}</b></font></td></tr>']
+    rows += [f'<tr><td><font point-size="12" color="#555555">{esc(line)}</font></td></tr>' for line in rest]
+    rows.append(f"<tr><td>{_legend([k for k in FILL if any(b.category == k for b in s.boxes)])}</td></tr>")
+    return '<table border="0" cellpadding="1">' + "".join(rows) + "</table>"
+
+
+def _cluster_graphs(s: Scene, g) -> tuple[dict, dict]:
+    """One Graphviz subgraph per cluster (parents come before children, sorted by call order)."""
+    import graphviz
 
     graphs = {"": g}
     subgraphs = {}
-    for c in s.clusters:  # parents come before children (sorted by call order)
+    for c in s.clusters:
         sub = graphviz.Digraph(c.id)
         sub.attr(
             id=c.id,
@@ -633,48 +659,33 @@ def to_dot(s: Scene) -> str:
         )
         subgraphs[c.id] = (sub, c.parent)
         graphs[c.id] = sub
+    return graphs, subgraphs
 
-    for box in s.boxes:
-        label = box.label
-        if box.tags:
-            label += "<br/>" + small(" ".join(dict.fromkeys(box.tags)), "#7a3b8f")
-        attrs = {"label": f"<{label}>", "fillcolor": FILL[box.category], "id": box.id}  # the SVG element's id
-        if box.category == "step":
-            attrs["style"] = "rounded,filled,dashed"
-        if box.category == "io":
-            attrs["shape"] = "note" if not box.id.startswith("bus/") else "box"
-            attrs["style"] = "filled" if not box.id.startswith("bus/") else "filled,dashed"
-        graphs[box.cluster].node(box.id, **attrs)
 
-    for cid in reversed(list(subgraphs)):  # nest clusters, innermost first
-        sub, parent = subgraphs[cid]
-        graphs[parent].subgraph(sub)
+def _box_attrs(box: Box) -> dict[str, str]:
+    label = box.label
+    if box.tags:
+        label += "<br/>" + small(" ".join(dict.fromkeys(box.tags)), "#7a3b8f")
+    attrs = {"label": f"<{label}>", "fillcolor": FILL[box.category], "id": box.id}  # the SVG element's id
+    if box.category == "step":
+        attrs["style"] = "rounded,filled,dashed"
+    if box.category == "io":
+        attrs["shape"] = "note" if not box.id.startswith("bus/") else "box"
+        attrs["style"] = "filled" if not box.id.startswith("bus/") else "filled,dashed"
+    return attrs
 
-    for group in s.same_rank:
-        with g.subgraph() as same:
-            same.attr(rank="same")
-            for box_id in group:
-                same.node(box_id)
 
-    for a in s.arrows:
-        attrs = {}
-        if a.label:
-            attrs["label"] = f" {a.label} "
-        if a.back:
-            attrs["dir"] = "back"
-        if a.straight:
-            attrs["constraint"] = "false"
-            attrs["color"] = "#2f6db5"
-            attrs["fontcolor"] = "#2f6db5"
-            attrs["penwidth"] = "1.4"
-        if a.dashed:
-            attrs["style"] = "dashed"
-        if a.back:
-            g.edge(a.dst, a.src, **attrs)
-        else:
-            g.edge(a.src, a.dst, **attrs)
-
-    return g.source
+def _arrow_attrs(a: Arrow) -> dict[str, str]:
+    attrs = {}
+    if a.label:
+        attrs["label"] = f" {a.label} "
+    if a.back:
+        attrs["dir"] = "back"
+    if a.straight:  # a skip across the U
+        attrs.update(constraint="false", color="#2f6db5", fontcolor="#2f6db5", penwidth="1.4")
+    if a.dashed:
+        attrs["style"] = "dashed"
+    return attrs
 
 
 def _legend(kinds: list[str]) -> str:

@@ -1,8 +1,8 @@
 """Record what flows through a real model: `record(module, inputs, run)` -> a frozen `Trace`.
 
 `instrumented(module)` puts forward hooks on every module, switches attention to the recording
-kind (`explorer.attention`) and, with `dataflow=True`, watches the torch operations between
-modules (`explorer.recorder`). It always leaves the model exactly as it found it: hooks removed,
+kind (`explorer.capture.attention`) and, with `dataflow=True`, watches the torch operations between
+modules (`explorer.capture.recorder`). It always leaves the model exactly as it found it: hooks removed,
 `training` flags, attention processors and attention implementation restored, also when the
 forward fails; then the error names the module that was running.
 
@@ -12,16 +12,14 @@ No rich, graphviz or typer here: capture never knows how it will be shown.
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from explorer import attention
-from explorer.cache import package_versions
-from explorer.recorder import _ACTIVE, DataflowMode, Recorder
+from explorer.capture import attention
+from explorer.versions import package_versions
+from explorer.capture.recorder import DataflowMode, Recorder, recording
 from explorer.record import Trace
 
 
@@ -36,22 +34,18 @@ def instrumented(model: nn.Module, dataflow: bool = True) -> Iterator[Recorder]:
     training = {m: m.training for m in model.modules()}
     handles = []
     undo_attention: Callable[[], None] | None = None
-    token = None
     try:
         attention_modules, undo_attention = attention.install(model)
         recorder = Recorder(model, manual=attention_modules)
-        token = _ACTIVE.set(recorder)
         model.eval()
         for name, m in model.named_modules():
             if name == "":  # the component itself is recorded by `record` (the VAE is not one forward)
                 continue
             handles.append(m.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
             handles.append(m.register_forward_hook(recorder.post_hook, with_kwargs=True))
-        with DataflowMode(recorder) if dataflow else nullcontext():
+        with recording(recorder), DataflowMode(recorder) if dataflow else nullcontext():
             yield recorder
     finally:
-        if token is not None:
-            _ACTIVE.reset(token)
         for h in handles:
             h.remove()
         if undo_attention is not None:
@@ -78,6 +72,8 @@ def record(
         root = recorder.enter("", type(module).__name__, inputs, recorder.params_of(module), composite=True)
         for name, tensor in inputs.items():
             recorder.made_by(tensor, root["index"], name)
+        from explorer.capture.flops import FlopsByNode
+
         counter = FlopsByNode(recorder) if flops else nullcontext()
         try:
             with torch.no_grad(), counter:
@@ -96,37 +92,3 @@ def record(
             **trace_fields,
         )
         return counter.with_flops(trace) if flops else trace
-
-
-class FlopsByNode(TorchDispatchMode):
-    """Counts floating-point operations with PyTorch's own formulas (those of
-    `torch.utils.flop_counter.FlopCounterMode`: matmuls, convolutions, scaled-dot-product attention)
-    and gives each count to the node running at that moment; `with_flops` then sums them up the tree.
-    The attribution uses the recorder's module stack, so names are the record's own, also for the
-    VAE, whose encoder and decoder are not called through the VAE's forward."""
-
-    def __init__(self, recorder: Recorder):
-        from torch.utils.flop_counter import flop_registry  # only explore stats pays for this import
-
-        super().__init__()
-        self.recorder = recorder
-        self.registry = flop_registry
-        self.own: dict[int, int] = {}  # node index -> flops run directly in it
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = self.registry.get(func._overloadpacket)
-        if formula is not None and self.recorder.stack:
-            index = self.recorder.stack[-1]["index"]
-            self.own[index] = self.own.get(index, 0) + int(formula(*args, **kwargs, out_val=out))
-        return out
-
-    def with_flops(self, trace: Trace) -> Trace:
-        """`trace` with every node's FLOPs: its own plus its descendants'."""
-        totals = [self.own.get(i, 0) for i in range(len(trace.nodes))]
-        for i, parent in reversed(list(enumerate(trace.parents()))):  # children before their parent
-            if parent is not None:
-                totals[parent] += totals[i]
-        nodes = tuple(replace(n, flops=total) for n, total in zip(trace.nodes, totals))
-        return replace(trace, nodes=nodes, total_flops=totals[0] if totals else 0)

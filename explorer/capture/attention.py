@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explorer.recorder import Virtual, record_step
+from explorer.capture.recorder import Virtual, record_step
 
 
 def _s(n: int) -> str:

@@ -39,6 +39,16 @@ from explorer.record import Edge, Node, Shape, Trace
 _ACTIVE: ContextVar["Recorder | None"] = ContextVar("sd_explorer_recorder", default=None)
 
 
+@contextmanager
+def recording(recorder: "Recorder") -> Iterator["Recorder"]:
+    """Make `recorder` the one `record_step` writes to, for the duration of the block."""
+    token = _ACTIVE.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _ACTIVE.reset(token)
+
+
 class Virtual:
     """Something with a shape that is not a real tensor: the attention scores (never
     materialized), or another view of a tensor (`source`), whose producer it shares."""

@@ -67,7 +67,7 @@ def autoencoder(loaded, request, height: int, width: int, batch: int) -> Drive:
     image = randn(batch, cfg["in_channels"], height, width)  # (B, 3, H, W) pixels in [-1, 1]
 
     def run():
-        from explorer.recorder import manual_steps
+        from explorer.capture.recorder import manual_steps
 
         with manual_steps():  # the steps below are recorded explicitly, not as torch operations
             latents = _encode_and_sample(vae, image, randn)  # (B, 4, H/8, W/8)
@@ -78,7 +78,7 @@ def autoencoder(loaded, request, height: int, width: int, batch: int) -> Drive:
 
 def _encode_and_sample(vae, image, randn):
     """encoder + quant_conv -> a Gaussian -> its sample (the reparameterization trick) -> scaled."""
-    from explorer.recorder import record_step
+    from explorer.capture.recorder import record_step
 
     posterior = vae.encode(image).latent_dist  # (B, 8, H/8, W/8) moments
     record_step(
@@ -114,7 +114,7 @@ def _encode_and_sample(vae, image, randn):
 
 
 def _unscale(vae, latents):
-    from explorer.recorder import record_step
+    from explorer.capture.recorder import record_step
 
     factor = vae.config.scaling_factor
     z = latents / factor

@@ -38,7 +38,7 @@ diagrams: install
 	$(BIN)/explore diagrams diagrams
 
 docs: install diagrams
-	$(BIN)/python -m explorer.naming docs/naming.md
+	$(BIN)/python scripts/naming_page.py docs/naming.md
 	SD_EXPLORER_UPDATE_DOCS=1 $(BIN)/pytest -q tests/test_docs.py
 
 clean:

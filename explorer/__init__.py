@@ -8,6 +8,14 @@
     >>> print(explorer.tree(unet.subtree("mid_block").upto(1)))
     >>> explorer.diagram(unet, "down_blocks.1.resnets.0")  # in Jupyter: the figure, drawn by Graphviz
 
+Values, not only shapes, on the micro model trained here (or your own SD1.5 weights):
+
+    >>> run = explorer.generate("a red circle on the left", model="micro", attention_maps=True, out="runs/circle")
+    >>> run = explorer.load_run("runs/circle")
+    >>> run.attention("circle")                          # where the word goes: (H, W), sums to 1
+    >>> with explorer.watch(pipe, "runs/mine", attention_maps=True) as run:   # your own pipeline
+    ...     pipe("a lighthouse at dusk")
+
 Importing this package is cheap: torch and diffusers load on the first trace.
 """
 
@@ -16,6 +24,7 @@ from explorer.errors import ExplorerError
 from explorer.explore import narrow, trace
 from explorer.loading import load
 from explorer.record import SCHEMA, Node, Trace
+from explorer.runs import Run, load_run
 from explorer.specs import PRESETS, SD15, TINY
 
 __all__ = [
@@ -34,6 +43,9 @@ __all__ = [
     "TINY",
     "ExplorerError",
     "generate",
+    "watch",
+    "load_run",
+    "Run",
 ]
 
 
@@ -51,15 +63,28 @@ def tokenize(prompt: str, max_length: int = 77) -> dict:
     return _tokenize([prompt], max_length)[1][0]
 
 
-def generate(prompt: str, *, out=None, compare: bool = False, **settings):
+def generate(prompt: str, *, out=None, compare: bool = False, **settings) -> Run:
     """Generate an image with the real diffusers pipeline, watching every step (see `explore generate`).
 
-    `settings`: negative_prompt, steps, guidance, height, width, seed, scheduler, model, config.
-    Returns the result: `.out` (the folder), `.watch` (every step's record), `.pipe` (the pipeline).
+    `settings`: negative_prompt, steps, guidance, height, width, seed, scheduler, model, config,
+    watch_depth, attention_maps, decode_every. Returns the Run, read back from its folder.
     """
     from pathlib import Path
 
     from explorer.watching import Settings, default_out
     from explorer.watching import generate as run
 
-    return run(Settings(prompt=prompt, **settings), Path(out) if out else default_out(prompt), compare=compare)
+    result = run(Settings(prompt=prompt, **settings), Path(out) if out else default_out(prompt), compare=compare)
+    return load_run(result.out)
+
+
+def watch(pipe, out, **options):
+    """Watch every step of your own diffusers pipeline while you call it; see explorer.watching.watch.
+
+        with explorer.watch(pipe, "runs/mine", attention_maps=True) as run:
+            image = pipe("a lighthouse at dusk", num_inference_steps=20).images[0]
+        run.attention("lighthouse")
+    """
+    from explorer.watching import watch as watching
+
+    return watching(pipe, out, **options)

@@ -38,9 +38,9 @@ def source_fingerprint(source: Any, component: str, allow_pickle: bool) -> dict[
     """What identifies the architecture and, when there are weights, the files holding them."""
     from explorer.loading import component_config, weight_files
 
-    found: dict[str, Any] = {"kind": source.kind, "label": source.label, "config": component_config(source, component)}
+    found: dict[str, Any] = {"kind": source.form, "label": source.label, "config": component_config(source, component)}
     if source.has_weights:
-        files = weight_files(source, component, allow_pickle, required=source.kind != "hub")
+        files = weight_files(source, component, allow_pickle, required=source.form != "hub")
         found["files"] = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     return found
 

@@ -7,6 +7,7 @@ them, so `explore --help` answers at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -438,9 +439,15 @@ def _print_wide(renderable) -> None:
 def html(
     folder: Annotated[Path, typer.Argument(help="Where to write the page (created if needed); open FOLDER/index.html.")],
     run: Annotated[
-        Optional[Path], typer.Option("--run", help="Also replay a generation: the --out folder of `explore generate`.")
+        Optional[Path],
+        typer.Option("--run", help="Also replay a generation: the --out folder of `explore generate` (its step "
+                     "slider then drives the architecture: block activity, and with --attention-maps each word's map)."),
     ] = None,
-    model: Model = "sd15",
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", help="The architecture to draw: a preset, micro, a folder, a file or a hub id. "
+                     "[default: the run's model with --run, else sd15]"),
+    ] = None,
     config: Config = None,
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
@@ -454,7 +461,9 @@ def html(
         from explorer.site import build, read_run
 
         if run is not None:
-            read_run(run)  # one sentence before any work when it is not a run
+            record = read_run(run)  # one sentence before any work when it is not a run
+            model = model or _run_model(record)
+        model = model or "sd15"
         traces = {
             c: _trace(_request(c, model=model, config=config, weights="meta", allow_pickle=allow_pickle,
                                allow_download=allow_download, flops=True), no_cache)
@@ -464,6 +473,15 @@ def html(
             task = progress.add_task("Drawing every block", total=None)
             page = build(folder, traces, run, progress=lambda done, total: progress.update(task, completed=done, total=total))
         err.print(f"Wrote {page}: open it in a browser.", style="dim", highlight=False)
+
+
+def _run_model(record: dict) -> str | None:
+    """The model a run used, when the explorer can load it again by that name (a preset, micro, a folder)."""
+    from explorer.loading import SHIPPED
+    from explorer.specs import PRESETS
+
+    name = str(record.get("settings", {}).get("model", ""))
+    return name if name in PRESETS or name in SHIPPED or Path(name).is_dir() else None
 
 
 @app.command()
@@ -482,23 +500,31 @@ def generate(
         Optional[Path],
         typer.Option("--out", "-o", help="Folder for image.png, latents.png and trace.json. [default: a new folder under runs/]"),
     ] = None,
+    attention_maps: Annotated[
+        bool, typer.Option("--attention-maps", help="Also keep every cross-attention layer's map of each prompt token, per step.")
+    ] = False,
+    watch_depth: Annotated[int, typer.Option(help="Block activity: watch the UNet's modules down to this depth.")] = 2,
+    decode_every: Annotated[int, typer.Option(help="Decode the predicted clean image with the VAE every N steps (0: never).")] = 0,
     compare: Annotated[bool, typer.Option("--compare", help="Check every module's shapes in the real run against the static trace.")] = False,
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback when the pipeline fails (or set SD_EXPLORER_DEBUG=1).")] = False,
 ) -> None:
-    """Generate an image with a real diffusers StableDiffusionPipeline, watching the shapes step by step.
+    """Generate an image with a real diffusers StableDiffusionPipeline, watching every step: the shapes at
+    its seams, how active each block is, what guidance does, and (--attention-maps) where each word goes.
 
     A preset (sd15, tiny) runs with random weights: the architecture and every shape are real, the
-    image is noise. A diffusers folder, a .safetensors file or a hub id gives a real image.
+    image is noise. micro (trained on coloured shapes, shipped with sd-explorer), a diffusers folder, a
+    .safetensors file or a hub id gives a real image.
     """
     with user_errors():
         from explorer.views.live import LiveDisplay, compare_view, summary
-        from explorer.watching import Settings, check, default_out, generate as run_generation
+        from explorer.watching import GenerationError, Settings, default_out, generate as run_generation
 
         settings = Settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
-                            height=height, width=width, seed=seed, scheduler=scheduler.value, model=model,
-                            config=config, allow_pickle=allow_pickle, allow_download=allow_download)
-        check(settings)
+                            height=height, width=width, seed=seed, scheduler=getattr(scheduler, "value", scheduler),
+                            model=model, config=config, allow_pickle=allow_pickle, allow_download=allow_download,
+                            watch_depth=watch_depth, attention_maps=attention_maps, decode_every=decode_every)
         display = LiveDisplay(err)
         try:
             display.status.start()
@@ -507,12 +533,85 @@ def generate(
             display.stop()
             err.print("Interrupted before the first step: nothing was generated.", style="yellow")
             raise typer.Exit(130) from None
+        except GenerationError as exc:
+            display.stop()
+            if debug or os.environ.get("SD_EXPLORER_DEBUG"):
+                raise
+            err.print(f"[bold red]Error:[/] {exc} The steps done are in its trace.json; --debug shows the traceback.",
+                      highlight=False)
+            raise typer.Exit(1) from None
         display.stop(result.watch)
         out.print(summary(result.watch, result.interrupted))
         if compare:
-            out.print(compare_view(result.watch.compare))
+            out.print(compare_view(result.watch.recording.compare))
         if result.interrupted:
             raise typer.Exit(130)
+
+
+@app.command()
+def maps(
+    run: Annotated[Path, typer.Argument(help="A run folder of `explore generate --attention-maps`.")],
+    word: Annotated[str, typer.Option("--word", "-w", help="A word of the prompt (or <|startoftext|>, <|endoftext|>, <padding>).")],
+    step: Annotated[Optional[int], typer.Option(help="Only this step. [default: every step]")] = None,
+    resolution: Annotated[Optional[int], typer.Option(help="Only the layers working at this feature-map size, e.g. 16.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the figure here (.png): the map over the image, overall and per resolution.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the maps as numbers.")] = False,
+) -> None:
+    """Where one word's cross-attention goes: summed over layers, heads and steps the way DAAM does,
+    upsampled to the latent's size; and per resolution, to see at which level the word is placed."""
+    with user_errors():
+        from explorer.runs import load_run
+        from explorer.views.maps import halves
+
+        if output is not None and output.suffix.lower() != ".png":
+            raise OptionError("output", f"writes a PNG image: give a file name ending in .png, not {output.name!r}.")
+        r = load_run(run)
+        overall = r.attention(word, step, resolution)
+        sizes = sorted({layer["height"] for layer in r.map_layers}, reverse=True)
+        by_size = {size: r.attention(word, step, size) for size in sizes} if resolution is None else {}
+        if as_json:
+            data = {"word": word, "rows": r.rows_of(word), "step": step, "resolution": resolution,
+                    "overall": overall.round(6).tolist(), "mass": halves(overall),
+                    "by_resolution": {str(k): v.round(6).tolist() for k, v in by_size.items()}}
+            sys.stdout.write(json.dumps(data) + "\n")
+        elif output is None:
+            out.print(_map_text(r, word, overall, step), highlight=False)
+        if output is not None:
+            _write_map_figure(r, word, overall, by_size, step, output)
+
+
+def _map_text(r, word: str, overall, step: Optional[int]):
+    from rich.console import Group
+    from rich.text import Text
+
+    from explorer.views.live import SHADES
+    from explorer.views.maps import halves
+
+    scaled = overall / (overall.max() or 1.0)
+    rows = ["".join(SHADES[int(v * (len(SHADES) - 1) + 0.5)] * 2 for v in row) for row in scaled]
+    mass = halves(overall)
+    where = f"step {step}" if step is not None else f"all {len(r.steps)} steps"
+    return Group(
+        Text(f"{word!r} in {r.prompt!r} · {where} · latent {overall.shape[0]}x{overall.shape[1]}", style="bold"),
+        *(Text(line, "cyan") for line in rows),
+        Text(" · ".join(f"{k} {v:.0%}" for k, v in mass.items()) + "  (share of the map; -o FILE.png draws it over the image)", "dim"),
+    )
+
+
+def _write_map_figure(r, word: str, overall, by_size: dict, step: Optional[int], output: Path) -> None:
+    from explorer.errors import ExplorerError
+    from explorer.files import check_writable, write_file
+    from explorer.previews import png
+    from explorer.views.maps import figure
+
+    check_writable(output.parent, output.name)
+    try:
+        image = r.x0(step) if step is not None else r.image()
+    except ExplorerError:  # an interrupted run has no image: its last prediction stands in
+        image = r.x0(len(r.steps) - 1)
+    where = f"{r.prompt!r} · " + (f"step {step}" if step is not None else f"all {len(r.steps)} steps")
+    write_file(output, png(figure(image, overall, by_size, word, where)))
+    err.print(f"Wrote {output}", style="dim", highlight=False)
 
 
 @app.callback()

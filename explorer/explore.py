@@ -67,14 +67,17 @@ class TraceRequest:
         return {k: v for k, v in asdict(self).items() if k in keys}
 
 
-def trace(component: str = "unet", model: str = "sd15", **options: Any) -> Trace:
-    """Record one forward pass of `component` ("unet", "vae" or "clip") of `model`.
+def trace(component: Any = "unet", model: str = "sd15", **options: Any) -> Trace:
+    """Record one forward pass of `component` ("unet", "vae" or "clip") of `model`, or of a model
+    you loaded yourself (`explorer.trace(pipe.unet)`, like torchinfo's `summary(model)`).
 
-    `model` is a preset ("sd15", "tiny"), a diffusers folder, a .safetensors file or a hub id.
+    `model` is a preset ("sd15", "tiny"), "micro", a diffusers folder, a .safetensors file or a hub id.
     `options` are the fields of TraceRequest: weights ("meta", the default: exact shapes, no memory;
     "random"; "pretrained"), height, width, batch, prompt, negative_prompt, config, allow_pickle,
     allow_download, seed, flops (count every node's floating-point operations).
     """
+    if not isinstance(component, str):
+        return trace_module(component, **options)
     request = TraceRequest(component, model, **options)
     loaded = load(
         request.component,
@@ -88,6 +91,28 @@ def trace(component: str = "unet", model: str = "sd15", **options: Any) -> Trace
     return trace_loaded(loaded, request)
 
 
+def trace_module(module: Any, **options: Any) -> Trace:
+    """Record one forward pass of a model object: a diffusers UNet2DConditionModel or AutoencoderKL,
+    a transformers CLIPTextModel (whatever its weights, device or dtype); the registry names it."""
+    from explorer.components import COMPONENTS
+    from explorer.errors import ExplorerError
+    from explorer.loading import Source
+
+    found = [c for c in COMPONENTS.values() if type(module).__name__ == c.class_name]
+    if not found or not hasattr(module, "parameters"):
+        known = ", ".join(c.class_name for c in COMPONENTS.values())
+        raise ExplorerError(f"explorer.trace takes a component name or a model object ({known}); got a {type(module).__name__}.")
+    c = found[0]
+    config = dict(module.config) if hasattr(module, "config") and hasattr(module.config, "items") else module.config.to_dict()
+    if c.image_sized and "height" not in options:
+        size = int(config.get("sample_size", 64)) * (8 if c.name == "unet" else 1)
+        options = {**options, "height": options.get("height", size), "width": options.get("width", size)}
+    weights = "meta" if next(module.parameters()).is_meta else "pretrained"
+    request = TraceRequest(c.name, type(module).__name__, weights, **options)
+    loaded = Loaded(c.name, module, Source("module", f"your {type(module).__name__}"), weights, config)
+    return trace_loaded(loaded, request)
+
+
 def trace_loaded(loaded: Loaded, request: TraceRequest | None = None) -> Trace:
     """Record one forward pass of an already built component (inputs as `request` says)."""
     from explorer.capture.drivers import DRIVERS
@@ -95,8 +120,11 @@ def trace_loaded(loaded: Loaded, request: TraceRequest | None = None) -> Trace:
 
     request = request or TraceRequest(loaded.component)
     c = entry(loaded.component)
-    size = default_image_size(loaded.source, c.name)
-    height, width = request.height or size, request.width or size
+    if request.height and request.width:
+        height, width = request.height, request.width
+    else:
+        size = default_image_size(loaded.source, c.name)
+        height, width = request.height or size, request.width or size
     drive = DRIVERS[c.driver](loaded, request, height, width, request.batch or c.default_batch)
     fields = {"component": c.name, "model": loaded.source.label, "weights": loaded.weights, **drive.fields}
     return record(loaded.model, drive.inputs, drive.run, flops=request.flops, **fields)

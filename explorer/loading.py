@@ -25,6 +25,9 @@ from explorer.errors import ExplorerError
 from explorer.specs import PRESETS, SD15, Preset
 
 WEIGHTS = ("meta", "random", "pretrained")
+
+# Models shipped inside the package, by name: plain diffusers folders, loaded like any user's folder.
+SHIPPED = {"micro": Path(__file__).parent / "micro" / "model"}
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -37,14 +40,14 @@ _HUB_WEIGHT_FILES = ["unet/*.safetensors", "vae/*.safetensors", "text_encoder/*.
 class Source:
     """Where an architecture (and maybe its weights) comes from."""
 
-    kind: str  # "preset", "folder", "file" or "hub"
+    form: str  # what it is: "preset", "folder", "file", "hub", or "module" (a model object of the user's)
     label: str  # as the user named it: "sd15", "./sd15-folder", "org/name"
     path: Path | None = None  # the folder or file (a hub id resolves to its cached folder)
     preset: Preset | None = None  # the preset, or the architecture assumed for a single file
 
     @property
     def has_weights(self) -> bool:
-        return self.kind != "preset"
+        return self.form != "preset"
 
 
 def _pickle_refusal(path: Path) -> ExplorerError:
@@ -72,6 +75,8 @@ def resolve_source(
         )
     if model in PRESETS:
         return Source("preset", model, preset=PRESETS[model])
+    if model in SHIPPED:
+        return _shipped(model)
 
     if path.is_dir():
         return Source("folder", model, path=path)
@@ -88,9 +93,19 @@ def resolve_source(
         folder = _hub_folder(model, allow_download=allow_download, need_weights=need_weights)
         return Source("hub", model, path=folder)
     raise ExplorerError(
-        f"--model {model!r} does not exist: give a preset ({', '.join(PRESETS)}), a diffusers folder, "
+        f"--model {model!r} does not exist: give a preset ({', '.join([*PRESETS, *SHIPPED])}), a diffusers folder, "
         "a .safetensors file or a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5."
     )
+
+
+def _shipped(name: str) -> Source:
+    folder = SHIPPED[name]
+    if not (folder / "model_index.json").is_file():
+        raise ExplorerError(
+            f"The {name} model's folder ({folder}) is missing or incomplete: reinstall sd-explorer, or train one "
+            f"with `python -m explorer.micro.train --out FOLDER` and pass --model FOLDER."
+        )
+    return Source("folder", name, path=folder)
 
 
 def _config_preset(config: str | None) -> Preset:
@@ -149,7 +164,9 @@ def _component_folder(source: Source, component: str) -> Path:
 
 def component_config(source: Source, component: str) -> dict[str, Any]:
     """The component's config dict (diffusers / transformers `config.json` contents)."""
-    if source.kind in ("preset", "file"):
+    if source.form == "module":
+        raise ExplorerError(f"{source.label} is a model object: its other components' configs are unknown.")
+    if source.form in ("preset", "file"):
         assert source.preset is not None
         return source.preset.config(component)
     config_file = _component_folder(source, component) / "config.json"
@@ -166,7 +183,7 @@ def component_config(source: Source, component: str) -> dict[str, Any]:
 
 def default_image_size(source: Source, component: str) -> int:
     """The image side (px) the model was trained at, from its own config."""
-    if source.preset is not None and source.kind == "preset":
+    if source.preset is not None and source.form == "preset":
         return source.preset.default_size
     config = component_config(source, component)
     if component == "unet":
@@ -322,7 +339,7 @@ def load(
     notes: list[str] = []
     built = build(component, cfg, weights, seed)
     # A hub id explored on the meta device needs only its configs: its weights may not be downloaded.
-    required = weights == "pretrained" or source.kind != "hub"
+    required = weights == "pretrained" or source.form != "hub"
     if source.has_weights and not weight_files(source, component, allow_pickle, required=required):
         notes.append(f"The {component} weights of {source.label} are not in the local cache: shapes from its config alone.")
     elif source.has_weights:
@@ -351,7 +368,7 @@ def weight_files(source: Source, component: str, allow_pickle: bool, required: b
     """The files holding the component's weights, preferring full precision over fp16 variants.
     None found: an error when `required`, else an empty list."""
     assert source.path is not None
-    if source.kind == "file":
+    if source.form == "file":
         return [source.path]
     folder = _component_folder(source, component)
     tensors = sorted(folder.glob("*.safetensors"))
@@ -460,7 +477,7 @@ def check_against(model, state: dict[str, Any], component: str, source: Source) 
         raise ExplorerError(
             f"{source.label} has no weights for {len(missing)} of the {len(expected)} {component} tensors "
             f"(e.g. {missing[0]}): it is not a complete {type(model).__name__} checkpoint"
-            + (" for this configuration; pass --config to name its architecture." if source.kind == "file" else ".")
+            + (" for this configuration; pass --config to name its architecture." if source.form == "file" else ".")
         )
     for key, shape in expected.items():
         found = tuple(state[key].shape)
@@ -468,6 +485,6 @@ def check_against(model, state: dict[str, Any], component: str, source: Source) 
             raise ExplorerError(
                 f"{source.label}: {key} is {list(found)} in the checkpoint but the architecture expects "
                 f"{list(shape)}; the checkpoint is for a different configuration"
-                + (" (pass --config to name it)." if source.kind == "file" else ".")
+                + (" (pass --config to name it)." if source.form == "file" else ".")
             )
     return [k for k in state if k not in expected]

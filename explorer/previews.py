@@ -20,18 +20,45 @@ LATENT_RGB = (
 )
 
 
-def latent_preview(latents, size: int = 128):
-    """A PIL image of the first latent of a (B, 4, h, w) batch, upscaled to `size` pixels wide."""
+def latent_preview(latents, size: int = 128, factors: Sequence[Sequence[float]] = LATENT_RGB):
+    """A PIL image of the first latent of a (B, 4, h, w) batch, upscaled to `size` pixels wide.
+    `factors`: the latent -> RGB map, 4 rows of (R, G, B) and maybe a fifth, a constant; SD1.x's
+    by default (a micro model carries its own, fitted when it was trained)."""
     import torch
     from PIL import Image
 
-    factors = torch.tensor(LATENT_RGB, dtype=torch.float32)  # (4, 3)
+    factors = torch.tensor(factors, dtype=torch.float32)  # (4, 3), or (5, 3) with a constant
     latent = latents[0].detach().float().cpu()  # (4, h, w)
-    rgb = torch.einsum("chw,cr->hwr", latent, factors)  # (h, w, 3) in about [-1, 1]
+    rgb = torch.einsum("chw,cr->hwr", latent, factors[:4])  # (h, w, 3) in about [-1, 1]
+    if len(factors) == 5:
+        rgb = rgb + factors[4]
     pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     image = Image.fromarray(pixels, "RGB")
     height = max(1, round(size * image.height / image.width))
     return image.resize((size, height), Image.NEAREST)
+
+
+def png(image) -> bytes:
+    """A PIL image as PNG bytes (for an atomic write)."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def fit_latent_rgb(latents, images) -> list[list[float]]:
+    """The linear map from latents (N, 4, h, w) to the images (N, 3, H, W) in [-1, 1] averaged down
+    to the latent's size: least squares, the way SD1.x's preview factors were found."""
+    import torch
+    import torch.nn.functional as F
+
+    small = F.adaptive_avg_pool2d(images.float(), latents.shape[-2:])  # (N, 3, h, w)
+    x = latents.float().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (N·h·w, 4)
+    y = small.permute(0, 2, 3, 1).reshape(-1, 3)  # (N·h·w, 3)
+    x = torch.cat([x, torch.ones(len(x), 1)], dim=1)  # with a constant: the background's colour
+    solution = torch.linalg.lstsq(x, y).solution  # (5, 3)
+    return [[round(float(v), 4) for v in row] for row in solution]  # 4 channel rows, then the constant
 
 
 def contact_sheet(previews: Sequence, captions: Sequence[str], columns: int = 5):

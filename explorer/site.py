@@ -25,19 +25,13 @@ PIPELINE_TARGETS = {"clip": "clip", "unet": "unet", "decode": "vae"}  # pipeline
 
 
 def read_run(folder: Path) -> dict:
-    """The generation record of an `explore generate` output folder, checked."""
-    path = folder / "trace.json"
-    if not folder.is_dir():
-        raise ExplorerError(f"--run {folder} is not a folder: give the --out folder of an `explore generate` run.")
+    """The generation record of an `explore generate` output folder, checked (generation@1 and @2)."""
+    from explorer.runs import read_record
+
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise ExplorerError(
-            f"--run {folder} has no valid trace.json: give the --out folder of an `explore generate` run."
-        ) from None
-    if not isinstance(record, dict) or record.get("schema") != "sd-explorer/generation@1":
-        raise ExplorerError(f"--run {folder}/trace.json is not a generation record (schema sd-explorer/generation@1).")
-    return record
+        return read_record(folder)
+    except ExplorerError as exc:
+        raise ExplorerError(f"--run: {exc}") from None
 
 
 def _svg(dot: str) -> str:
@@ -107,24 +101,81 @@ def build(
     return folder / "index.html"
 
 
+MAP_SIDE = 32  # maps larger than this are averaged down for the page (its data stays small)
+
+
 def _copy_run(run: dict, run_folder: Path, target: Path) -> dict:
-    """The run's record for the page, and its latent previews copied beside it."""
+    """The run's record for the page, and its images copied beside it. File names are made from
+    step positions here, never taken from the record."""
+    from explorer.runs import GUIDANCE_PARTS, guidance_file, preview_file
+
     target.mkdir()
-    previews = {}
-    for step in run.get("steps", []):
-        source = run_folder / "previews" / f"{step['index']:03d}.png"
-        if source.is_file():
-            shutil.copy(source, target / source.name)
-            previews[step["index"]] = f"run/{source.name}"
-    image = None
-    if (run_folder / "image.png").is_file():
-        shutil.copy(run_folder / "image.png", target / "image.png")
-        image = "run/image.png"
+    steps = [s for s in run.get("steps", []) if isinstance(s, dict)]
+    previews, guidance = {}, {}
+    for k in range(len(steps)):
+        if _copy(run_folder, preview_file(k), target):
+            previews[k] = f"run/{preview_file(k)}"
+        parts = {p: f"run/{guidance_file(k, p)}" for p in GUIDANCE_PARTS if _copy(run_folder, guidance_file(k, p), target)}
+        if parts:
+            guidance[k] = parts
     return {
-        "image": image,
+        "image": "run/image.png" if _copy(run_folder, "image.png", target) else None,
         "settings": run.get("settings", {}),
         "tokens": run.get("tokens", []),
-        "steps": run.get("steps", []),
+        "steps": [{key: s.get(key) for key in ("index", "timestep", "seconds", "shapes", "latent_stats")} for s in steps],
         "status": run.get("status", ""),
+        "unet_calls": run.get("unet_calls", ""),
         "previews": previews,
+        "guidance": guidance,
+        "blocks": _blocks_by_path(steps),
+        "maps": _page_maps(run, run_folder, len(steps)),
     }
+
+
+def _copy(run_folder: Path, relative: str, target: Path) -> bool:
+    source = run_folder / relative
+    if not source.is_file():
+        return False
+    (target / relative).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target / relative)
+    return True
+
+
+def _blocks_by_path(steps: list[dict]) -> dict[str, dict[str, list]]:
+    """Block activity for the page: path -> statistic -> one value per step (None where missing)."""
+    paths = list(dict.fromkeys(p for s in steps for p in (s.get("blocks") or {})))
+    return {
+        path: {stat: [((s.get("blocks") or {}).get(path) or {}).get(stat) for s in steps] for stat in ("mean", "std", "abs")}
+        for path in paths
+    }
+
+
+def _page_maps(run: dict, run_folder: Path, steps: int) -> dict | None:
+    """The cross-attention maps for the page: per step and layer, 8-bit values (base64) of at most
+    MAP_SIDE x MAP_SIDE, and each token's scale."""
+    import base64
+
+    from explorer.maps import quantize, word_spans
+    from explorer.runs import Run
+
+    r = Run(run_folder, run)
+    if not r.has_maps or not steps:
+        return None
+    data = []
+    for k in range(steps):
+        per_layer = []
+        for maps in r.maps(k):
+            values, scales = quantize(_shrink(maps))
+            per_layer.append({"b64": base64.b64encode(values.tobytes()).decode(), "scales": scales.round(8).tolist(),
+                              "height": int(values.shape[1]), "width": int(values.shape[2])})
+        data.append(per_layer)
+    return {"tokens": r.map_tokens, "layers": r.map_layers, "words": word_spans(r.map_tokens), "steps": data}
+
+
+def _shrink(maps):
+    """(tokens, h, w) averaged down so that no side exceeds MAP_SIDE."""
+    factor = max(1, -(-max(maps.shape[1:]) // MAP_SIDE))
+    if factor == 1:
+        return maps
+    t, h, w = maps.shape
+    return maps[:, : h - h % factor, : w - w % factor].reshape(t, h // factor, factor, w // factor, factor).mean(axis=(2, 4))

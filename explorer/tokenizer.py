@@ -72,7 +72,11 @@ def tokenize(prompts: list[str], max_length: int = 77, folder: str | None = None
     `prompt`, `ids`, `tokens` (vocabulary entries; `</w>` ends a word), `length` (real tokens with
     the start and end tokens), `dropped` (what truncation cut off, as text) and `dropped_count`.
     """
-    tok = clip_tokenizer(folder, max_length)
+    return tokenize_with(clip_tokenizer(folder, max_length), prompts, max_length)
+
+
+def tokenize_with(tok: Any, prompts: list[str], max_length: int = 77) -> tuple[list[list[int]], list[dict]]:
+    """`tokenize` with a tokenizer object already made (a pipeline's own)."""
     batch = tok(prompts, padding="max_length", max_length=max_length, truncation=True)
     records = []
     for prompt, ids in zip(prompts, batch.input_ids):

@@ -1,37 +1,49 @@
 """Watching a real generation: a diffusers `StableDiffusionPipeline`, step by step.
 
-`generate(settings)` builds the real pipeline (random weights for a preset, real ones for a folder,
-a file or a hub id), runs it, and records what crosses the seams of every denoising step — the
-latent going in, the classifier-free-guidance batch the UNet sees, its noise prediction, the
-guided prediction, the latent coming out — with the step's timestep, time and latent statistics.
+`watch(pipe, out)` watches any pipeline a user made (their own weights too) while they call it;
+`generate(settings, out)` builds the pipeline the explorer way (random weights for a preset, real
+ones for a folder, a file, a hub id or the shipped micro model), traces its components for the
+record, and runs it under `watch`.
 
-Watching costs almost nothing: a forward hook on the UNet itself (not on its layers), a wrapper
-around `scheduler.step`, and diffusers' own `callback_on_step_end`. Everything is removed
-afterwards, also on Ctrl-C. `trace.json` is rewritten atomically after every step, so an
-interrupted run leaves a valid file with the steps done.
+What is recorded at every step (one scheduler step, one UNet call; see `explorer.runs` for the
+files): the seams' shapes (the latent going in, the classifier-free-guidance batch the UNet sees,
+its noise prediction, the guided prediction, the latent coming out), the timestep and time, the
+latent's statistics, how active every block is (`explorer.capture.activity`), previews of the
+unconditional, conditional and guided noise predictions and of the predicted clean image x0, and,
+when asked, the cross-attention maps and the VAE's decode of x0.
+
+Watching reads, never changes: forward hooks, a wrapper around `scheduler.step`, `encode_prompt`
+and `vae.decode`, and the stock-equivalent recording attention processor; the image is the same,
+bit for bit, with or without. Everything is removed afterwards, also on Ctrl-C or an error, and
+`trace.json` is rewritten atomically after every step, so what was done is never lost.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, OptionError
 from explorer.files import check_writable, make_folder, write_atomic
+from explorer.runs import RECORD, SCHEMA, Run, decoded_file, guidance_file, maps_file, preview_file
 
-SCHEMA = "sd-explorer/generation@1"
 SCHEDULERS = {
     "pndm": "PNDMScheduler",  # SD1.5's own
     "ddim": "DDIMScheduler",
     "euler": "EulerDiscreteScheduler",
 }
-MAX_STEPS = 1000
+PLMS_NOTE = (
+    "{asked} steps asked, {calls} UNet calls: PNDM (PLMS) combines up to four earlier noise predictions, and "
+    "before its first step it has none. So it steps from t={first} to t={second} with the first prediction alone, "
+    "calls the UNet again at t={second}, and redoes that step from t={first} with the average of the two; every "
+    "later step costs one call."
+)
 
 
 @dataclass
@@ -48,20 +60,55 @@ class Settings:
     config: str | None = None
     allow_pickle: bool = False
     allow_download: bool = False
+    watch_depth: int = 2  # block activity: modules down to this depth
+    attention_maps: bool = False
+    decode_every: int = 0  # decode x0 with the VAE every N steps (0: never)
 
 
-def check(settings: Settings) -> None:
+def check(settings: Settings, scheduler_config: dict | None = None) -> None:
     """One sentence for each setting that cannot work, before anything is built."""
     from explorer.explore import check_size
 
-    if not 1 <= settings.steps <= MAX_STEPS:
-        raise ExplorerError(f"--steps must be between 1 and {MAX_STEPS}, got {settings.steps}.")
-    if settings.guidance < 0:
-        raise ExplorerError(f"--guidance must be 0 or more (7.5 is usual; 1 or less turns guidance off), got {settings.guidance}.")
     if settings.scheduler not in SCHEDULERS:
-        raise ExplorerError(f"Unknown scheduler {settings.scheduler!r}: choose one of {', '.join(SCHEDULERS)}.")
+        raise OptionError("scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {settings.scheduler!r}.")
+    limit = max_steps(settings.scheduler, scheduler_config or _preset_scheduler())
+    if not 1 <= settings.steps <= limit:
+        raise OptionError(
+            "steps", f"must be between 1 and {limit} for {SCHEDULERS[settings.scheduler]} with this model, got {settings.steps}."
+        )
+    if settings.guidance < 0:
+        raise OptionError("guidance", f"must be 0 or more (7.5 is usual; 1 or less turns guidance off), got {settings.guidance}.")
+    if settings.watch_depth < 0:
+        raise OptionError("watch_depth", f"must be 0 or more (2: the blocks and their layers), got {settings.watch_depth}.")
+    if settings.decode_every < 0:
+        raise OptionError("decode_every", f"must be 0 (never) or more, got {settings.decode_every}.")
     check_size("height", settings.height)
     check_size("width", settings.width)
+
+
+def max_steps(scheduler: str, config: dict) -> int:
+    """The most steps `scheduler` can take with this scheduler config: every timestep it schedules
+    must exist in the noise schedule, and they must be distinct (PNDM's repeated one aside)."""
+    import diffusers
+
+    total = int(config.get("num_train_timesteps", 1000))
+    for steps in range(total, 0, -1):
+        s = getattr(diffusers, SCHEDULERS[scheduler]).from_config(config)
+        try:
+            s.set_timesteps(steps)
+        except (ValueError, IndexError):
+            continue
+        timesteps = [int(t) for t in s.timesteps]
+        distinct = len(set(timesteps)) >= steps
+        if distinct and 0 <= min(timesteps) and max(timesteps) < total:
+            return steps
+    return 1
+
+
+def _preset_scheduler() -> dict:
+    from explorer.specs import SD15
+
+    return dict(SD15.scheduler)
 
 
 def default_out(prompt: str, root: Path = Path("runs")) -> Path:
@@ -81,6 +128,8 @@ class Built:
     size: int  # the model's own image side in pixels
     tokenizer_folder: str | None = None  # a diffusers folder's own tokenizer/, if any
     notes: list[str] = field(default_factory=list)
+    scheduler_config: dict = field(default_factory=dict)
+    micro: dict = field(default_factory=dict)  # a micro model's micro.json: its vocabulary, its latent colours
 
 
 def resolve(settings: Settings):
@@ -108,20 +157,21 @@ def build_pipeline(settings: Settings, source=None) -> Built:
         c: load(c, source, weights=weights, allow_pickle=settings.allow_pickle, seed=settings.seed + k)
         for k, c in enumerate(("unet", "vae", "clip"))
     }
-    scheduler_cls = getattr(diffusers, SCHEDULERS[settings.scheduler])
+    scheduler_config = scheduler_config_of(source)
     pipe = pipeline_class()(
         vae=parts["vae"].model,
         text_encoder=parts["clip"].model,
         tokenizer=clip_tokenizer(tokenizer_folder(source)),
         unet=parts["unet"].model,
-        scheduler=scheduler_cls.from_config(_scheduler_config(source)),
+        scheduler=getattr(diffusers, SCHEDULERS[settings.scheduler]).from_config(scheduler_config),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     notes = [n for part in parts.values() for n in part.notes if not n.startswith("Random weights")]
-    return Built(pipe, weights, source.label, default_image_size(source, "unet"), tokenizer_folder(source), notes)
+    size = default_image_size(source, "unet")
+    return Built(pipe, weights, source.label, size, tokenizer_folder(source), notes, scheduler_config, micro_info(source))
 
 
 def pipeline_class():
@@ -138,18 +188,125 @@ def pipeline_class():
     return StableDiffusionPipeline
 
 
-def _scheduler_config(source) -> dict:
+def scheduler_config_of(source) -> dict:
+    """The model folder's own scheduler config, else its preset's (SD1.5's for a single file)."""
     if source.path is not None and source.path.is_dir():
         config_file = source.path / "scheduler" / "scheduler_config.json"
         if config_file.is_file():
-            return json.loads(config_file.read_text())
-    preset = source.preset
-    from explorer.specs import SD15
+            try:
+                return json.loads(config_file.read_text())
+            except ValueError:
+                raise ExplorerError(f"{config_file} is not a readable JSON config.") from None
+    return dict(source.preset.scheduler) if source.preset is not None else _preset_scheduler()
 
-    return dict((preset or SD15).scheduler)
+
+def micro_info(source) -> dict:
+    """micro.json of a model trained by explorer.micro.train (the shipped micro model's too)."""
+    path = source.path / "micro.json" if source.path is not None and source.path.is_dir() else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
-# -- watching ----------------------------------------------------------------------------------------
+# -- the record, while it is made ----------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One scheduler step: one UNet call."""
+
+    index: int
+    timestep: float
+    seconds: float
+    shapes: dict[str, list[int]]
+    latent_stats: dict[str, float]
+    blocks: dict[str, dict[str, float]] = field(default_factory=dict)  # path -> mean, std, abs
+    skips: dict[str, float] = field(default_factory=dict)  # skip tensor -> RMS
+
+
+@dataclass
+class Recording:
+    """The generation record (schema generation@2) as it grows: plain data, written as trace.json
+    after every step. The static traces are serialized once (`components_json`)."""
+
+    out: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    tokens: list[dict] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    total_steps: int = 0  # the scheduler's timesteps: PNDM runs one more than asked
+    unet_calls: str = ""  # why the UNet ran more often than the steps asked, when it did
+    steps: list[Step] = field(default_factory=list)
+    status: str = "running"  # running, done, interrupted, failed
+    error: str = ""
+    blocks: list[str] = field(default_factory=list)  # the watched modules
+    attention: dict | None = None  # the maps' layers and token rows, with --attention-maps
+    warnings: list[str] = field(default_factory=list)
+    compare: dict | None = None
+    components_json: str = "{}"
+    written: float = 0.0  # when trace.json was last written (perf_counter)
+
+    WRITE_EVERY = 1.0  # seconds: a long run rewrites its growing trace.json at most this often
+
+    def write_soon(self) -> None:
+        """After a step: write unless the last write was under WRITE_EVERY seconds ago (a 1000-step
+        run would otherwise rewrite a growing file a thousand times). finish() always writes."""
+        if time.perf_counter() - self.written >= self.WRITE_EVERY or len(self.steps) <= 1:
+            self.write()
+
+    def fields(self) -> dict[str, Any]:
+        found = {
+            "schema": SCHEMA,
+            "status": self.status,
+            "settings": self.settings,
+            "tokens": self.tokens,
+            "phases": self.phases,
+            "total_steps": self.total_steps or self.settings.get("steps", 0),
+            "steps": [asdict(s) for s in self.steps],
+            "blocks": self.blocks,
+            "attention": self.attention,
+            "files": {
+                "image": "image.png",
+                "latents": "latents.png",
+                "previews": preview_file(0).replace("000", "NNN"),
+                "guidance": guidance_file(0, "PART").replace("000", "NNN"),
+                "maps": maps_file(0).replace("000", "NNN") if self.attention else None,
+                "decoded": decoded_file(0).replace("000", "NNN") if self.settings.get("decode_every") else None,
+            },
+            "compare": self.compare,
+        }
+        for key in ("unet_calls", "error", "warnings"):
+            if getattr(self, key):
+                found[key] = getattr(self, key)
+        return found
+
+    def write(self) -> None:
+        """trace.json, whole: every field as JSON, the static traces as serialized once."""
+        parts = [f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in self.fields().items()]
+        parts.append(f' "components": {self.components_json}')
+        write_atomic(self.out / RECORD, "{\n" + ",\n".join(parts) + "\n}\n")
+        self.written = time.perf_counter()
+
+
+# -- the watchers --------------------------------------------------------------------------------------
+
+
+def predicted_x0(scheduler, sample, model_output, timestep):
+    """The clean latent the prediction implies at `timestep`, from the scheduler's own noise levels:
+    x0 = (x_t − √(1−ᾱ)·ε) / √ᾱ, or x0 = x − σ·ε for schedulers that work with σ (Euler)."""
+    import torch
+
+    prediction = scheduler.config.get("prediction_type", "epsilon")
+    if hasattr(scheduler, "sigmas") and hasattr(scheduler, "index_for_timestep"):
+        sigma = scheduler.sigmas[scheduler.index_for_timestep(timestep)].to(sample.device)
+        return sample - sigma * model_output if prediction == "epsilon" else model_output
+    alpha = scheduler.alphas_cumprod[int(timestep)].to(sample.device)
+    if prediction == "v_prediction":
+        return torch.sqrt(alpha) * sample - torch.sqrt(1 - alpha) * model_output
+    return (sample - torch.sqrt(1 - alpha) * model_output) / torch.sqrt(alpha)
 
 
 def _shape(t) -> list[int]:
@@ -158,81 +315,8 @@ def _shape(t) -> list[int]:
 
 def _stats(t) -> dict[str, float]:
     t = t.detach().float()
-    return {
-        "mean": round(float(t.mean()), 5),
-        "std": round(float(t.std()), 5),
-        "min": round(float(t.min()), 5),
-        "max": round(float(t.max()), 5),
-    }
-
-
-@dataclass
-class Step:
-    index: int
-    timestep: float
-    seconds: float
-    shapes: dict[str, list[int]]
-    latent_stats: dict[str, float]
-
-
-@dataclass
-class Watch:
-    """Everything seen so far; the live display reads it, `trace.json` is written from it."""
-
-    settings: Settings
-    out: Path
-    weights: str = ""
-    model: str = ""
-    tokens: list[dict] = field(default_factory=list)
-    components: dict[str, Any] = field(default_factory=dict)  # static traces, as JSON-ready dicts
-    phases: dict[str, float] = field(default_factory=dict)  # finished phases: seconds
-    phase: str = ""  # the phase running now
-    starts: dict[str, float] = field(default_factory=dict)
-    total_steps: int = 0  # scheduler timesteps: PNDM runs one more than asked
-    steps: list[Step] = field(default_factory=list)
-    current: dict[str, Any] = field(default_factory=dict)  # the step in progress: its seams so far
-    step_started: float | None = None
-    status: str = "running"
-    previews: list = field(default_factory=list)  # PIL images, one per step
-    compare: dict | None = None  # the verdict of --compare, when it ran
-    live_shapes: dict = field(default_factory=dict)  # --compare: component -> {(path, call): shapes}
-    started: float = field(default_factory=time.perf_counter)
-    _static_json: str = ""
-
-    def begin(self, phase: str) -> None:
-        self.phase, self.starts[phase] = phase, time.perf_counter()
-
-    def end(self, phase: str) -> None:
-        self.phases[phase] = round(time.perf_counter() - self.starts.pop(phase), 4)
-        self.phase = ""
-
-    def record(self) -> dict:
-        s = asdict(self.settings)
-        for private in ("allow_pickle", "allow_download", "config"):
-            s.pop(private)
-        s["model"] = self.model
-        s["weights"] = self.weights
-        if self.weights == "random":
-            s["warning"] = "random weights: the architecture is real, the image is noise"
-        return {
-            "schema": SCHEMA,
-            "status": self.status,
-            "settings": s,
-            "tokens": self.tokens,
-            "phases": self.phases,
-            "total_steps": self.total_steps or self.settings.steps,
-            "steps": [asdict(step) for step in self.steps],
-            "files": {"image": "image.png", "latents": "latents.png", "previews": "previews/NNN.png"},
-            "compare": self.compare,
-        }
-
-    def write(self) -> None:
-        """trace.json, whole: the static traces are serialized once and spliced in."""
-        if not self._static_json:
-            self._static_json = json.dumps(self.components, separators=(",", ":"))
-        head = json.dumps(self.record(), indent=1, ensure_ascii=False)
-        text = head[:-2] + ',\n "components": ' + self._static_json + "\n}\n"
-        write_atomic(self.out / "trace.json", text)
+    return {k: round(float(f(t)), 5) for k, f in (("mean", lambda x: x.mean()), ("std", lambda x: x.std()),
+                                                ("min", lambda x: x.min()), ("max", lambda x: x.max()))}
 
 
 def _wrap(obj: Any, name: str, wrapper_of: Callable[[Callable], Callable], undo: list) -> None:
@@ -242,133 +326,398 @@ def _wrap(obj: Any, name: str, wrapper_of: Callable[[Callable], Callable], undo:
     undo.append(lambda: delattr(obj, name) if name in vars(obj) else None)
 
 
-def watch_pipeline(pipe, watch: Watch, on_step: Callable[[], None], compare: bool) -> tuple[Callable, list]:
-    """Install the watchers; returns the callback for `callback_on_step_end` and the undo list."""
-    import torch
+class Watcher:
+    """The watchers on one pipeline, and what they saw: the recording and the live state."""
 
-    from explorer.previews import latent_preview
+    def __init__(self, pipe, recording: Recording, *, attention_maps: bool = False, watch_depth: int = 2,
+                 decode_every: int = 0, latent_rgb=None, on_step: Callable[["Watcher"], None] = lambda w: None):
+        from explorer.capture.activity import AttentionMaps, BlockActivity
+        from explorer.previews import LATENT_RGB
 
-    undo: list[Callable[[], None]] = []
+        self.pipe, self.recording, self.out = pipe, recording, recording.out
+        self.decode_every, self.latent_rgb = decode_every, latent_rgb or LATENT_RGB
+        self.on_step = on_step
+        self.activity = BlockActivity(pipe.unet, watch_depth)
+        self.maps = AttentionMaps(pipe.unet, [], []) if attention_maps else None
+        if self.maps is not None and not self.maps.available:
+            recording.warnings.append(
+                "No cross-attention of this UNet has a stock attention processor (xformers or LoRA variants?): "
+                "the maps are skipped; block activity is still recorded."
+            )
+            self.maps = None
+        recording.blocks = list(self.activity.paths)
+        self.phase, self.starts = "", {}
+        self.current: dict[str, Any] = {}  # the step in progress: its seams and the UNet's prediction
+        self.step_started: float | None = None
+        self.previews: list = []  # PIL images of the latent after each step
+        self.last_maps: list = []  # the last step's maps, one array per layer (the live panel shows them)
+        self.undo: list[Callable[[], None]] = []
+        self.started = time.perf_counter()
 
-    def unet_pre(module, args, kwargs):
-        if watch.step_started is None:
-            watch.step_started = time.perf_counter()
+    @property
+    def status(self) -> str:
+        return self.recording.status
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.recording.steps
+
+    @property
+    def settings(self) -> dict:
+        return self.recording.settings
+
+    # phases ------------------------------------------------------------------------------------------
+
+    def begin(self, phase: str) -> None:
+        self.phase, self.starts[phase] = phase, time.perf_counter()
+
+    def end(self, phase: str) -> None:
+        self.recording.phases[phase] = round(time.perf_counter() - self.starts.pop(phase), 4)
+        self.phase = ""
+
+    # installing ---------------------------------------------------------------------------------------
+
+    def install(self) -> None:
+        pipe = self.pipe
+        self.undo.append(pipe.unet.register_forward_pre_hook(self._unet_pre, with_kwargs=True).remove)
+        self.undo.append(pipe.unet.register_forward_hook(self._unet_post, with_kwargs=True).remove)
+        self.undo.append(self.activity.install())
+        if self.maps is not None:
+            self.undo.append(self.maps.install())
+        self.decode = pipe.vae.decode  # the VAE's own decode, for x0 (not timed as the pipeline's)
+        _wrap(pipe.scheduler, "step", self._step_of, self.undo)
+        _wrap(pipe, "encode_prompt", self._timed("encode_prompt", self._prompts_seen), self.undo)
+        _wrap(pipe.vae, "decode", self._timed("vae_decode"), self.undo)
+
+    def remove(self) -> None:
+        for undo in reversed(self.undo):
+            undo()
+        self.undo = []
+
+    def _timed(self, phase: str, before: Callable[..., None] = lambda *a, **k: None):
+        def wrapper_of(original):
+            def run(*args, **kwargs):
+                before(*args, **kwargs)
+                self.begin(phase)
+                out = original(*args, **kwargs)
+                self.end(phase)
+                return out
+
+            return run
+
+        return wrapper_of
+
+    def _prompts_seen(self, prompt=None, device=None, num_images_per_prompt=1, do_classifier_free_guidance=True,
+                      negative_prompt=None, *args, **kwargs) -> None:
+        """The prompts as the pipeline encodes them: their tokens, and the rows the maps keep."""
+        from explorer.tokenizer import tokenize_with
+
+        if not self.recording.tokens and isinstance(prompt, str):
+            tok = self.pipe.tokenizer
+            self.recording.tokens = tokenize_with(tok, [negative_prompt or "", prompt], tok.model_max_length)[1]
+            self.recording.settings.setdefault("prompt", prompt)
+            self.recording.settings.setdefault("negative_prompt", negative_prompt or "")
+        if self.maps is not None and self.recording.tokens:
+            self._map_rows(self.recording.tokens[-1])
+
+    def _map_rows(self, record: dict) -> None:
+        from explorer.runs import PADDING
+
+        length = record["length"]
+        self.maps.rows, self.maps.padding = list(range(length)), list(range(length, len(record["ids"])))
+        self.recording.attention = {"layers": [], "tokens": [*record["tokens"][:length], PADDING]}
+
+    # every UNet call and scheduler step ------------------------------------------------------------------
+
+    def _unet_pre(self, module, args, kwargs) -> None:
+        if self.step_started is None:
+            self.step_started = time.perf_counter()
         sample = args[0] if args else kwargs["sample"]
-        watch.current["unet_input"] = _shape(sample)
+        halves = 2 if getattr(self.pipe, "do_classifier_free_guidance", False) else 1
+        self.activity.halves = halves
+        if self.maps is not None:
+            self.maps.halves, self.maps.latent = halves, (int(sample.shape[-2]), int(sample.shape[-1]))
+        self.current["unet_input"] = _shape(sample)
 
-    def unet_post(module, args, kwargs, output):
-        watch.current["noise_pred"] = _shape(output[0] if isinstance(output, tuple) else output.sample)
+    def _unet_post(self, module, args, kwargs, output) -> None:
+        prediction = output[0] if isinstance(output, tuple) else output.sample
+        self.current["noise_pred"] = _shape(prediction)
+        self.current["prediction"] = prediction.detach()
 
-    undo.append(pipe.unet.register_forward_pre_hook(unet_pre, with_kwargs=True).remove)
-    undo.append(pipe.unet.register_forward_hook(unet_post, with_kwargs=True).remove)
-
-    def step_of(original):
+    def _step_of(self, original):
         def step(model_output, timestep, sample, *args, **kwargs):
+            x0 = predicted_x0(self.pipe.scheduler, sample, model_output, timestep)  # before the step moves on
             result = original(model_output, timestep, sample, *args, **kwargs)
             latent_out = result[0] if isinstance(result, tuple) else result.prev_sample
-            watch.current.update(latent_in=_shape(sample), guided=_shape(model_output), latent_out=_shape(latent_out))
+            self.current.update(latent_in=_shape(sample), guided=_shape(model_output), latent_out=_shape(latent_out))
+            self._finish_step(float(timestep), model_output, x0, latent_out)
             return result
 
         return step
 
-    _wrap(pipe.scheduler, "step", step_of, undo)
+    def _finish_step(self, timestep: float, guided, x0, latent_out) -> None:
+        """Everything one step leaves: its record, its previews, its maps; then trace.json."""
+        import torch
 
-    def timed(phase):
-        def wrapper_of(original):
-            def run(*args, **kwargs):
-                watch.begin(phase)
-                out = original(*args, **kwargs)
-                watch.end(phase)
-                return out
-
-            return run
-
-        return wrapper_of
-
-    _wrap(pipe, "encode_prompt", timed("encode_prompt"), undo)
-    _wrap(pipe.vae, "decode", timed("vae_decode"), undo)
-
-    if compare:
-        _compare_first_calls(pipe, watch, undo)
-
-    def callback(pipeline, i, t, callback_kwargs):
-        latents = callback_kwargs["latents"]
-        watch.total_steps = len(pipeline.scheduler.timesteps)
-        seconds = time.perf_counter() - (watch.step_started or time.perf_counter())
-        watch.steps.append(
-            Step(
-                index=i,
-                timestep=float(t),
-                seconds=round(seconds, 4),
-                shapes=dict(watch.current),
-                latent_stats=_stats(latents),
-            )
-        )
+        index = len(self.recording.steps)
+        if index == 0:
+            self._first_step()
+        seconds = time.perf_counter() - (self.step_started or time.perf_counter())
+        prediction = self.current.pop("prediction", None)
+        blocks, skips = self.activity.take()
+        step = Step(index, timestep, round(seconds, 4), dict(self.current), _stats(latent_out), blocks, skips)
         with torch.no_grad():
-            preview = latent_preview(latents)
-        watch.previews.append(preview)
-        buffer = io.BytesIO()
-        preview.save(buffer, format="png")
-        (watch.out / "previews").mkdir(exist_ok=True)
-        write_atomic(watch.out / "previews" / f"{i:03d}.png", buffer.getvalue())
-        watch.current = {}
-        watch.step_started = None
-        watch.phases["denoise"] = round(sum(step.seconds for step in watch.steps), 4)
-        on_step()
-        return callback_kwargs
+            self._previews(index, prediction, guided, x0, latent_out)
+        if self.maps is not None:
+            self._write_maps(index)
+        self.recording.steps.append(step)
+        self.recording.phases["denoise"] = round(sum(s.seconds for s in self.recording.steps), 4)
+        self.current, self.step_started = {}, None
+        self.recording.write_soon()
+        self.on_step(self)
 
-    return callback, undo
+    def _first_step(self) -> None:
+        """What is known once the loop runs: the schedule, the guidance, the size."""
+        scheduler, rec = self.pipe.scheduler, self.recording
+        timesteps = [int(t) for t in scheduler.timesteps]
+        rec.total_steps = len(timesteps)
+        asked = getattr(scheduler, "num_inference_steps", None) or len(timesteps)
+        if len(timesteps) > asked and len(timesteps) > 1:
+            rec.unet_calls = PLMS_NOTE.format(asked=asked, calls=len(timesteps), first=timesteps[0], second=timesteps[1])
+        rec.settings.setdefault("steps", asked)
+        rec.settings.setdefault("guidance", float(getattr(self.pipe, "guidance_scale", 1.0)))
+        rec.settings.setdefault("scheduler", type(scheduler).__name__)
+
+    def _previews(self, index: int, prediction, guided, x0, latent_out) -> None:
+        """The latent after the step; the noise predictions (unconditional, conditional, guided) and
+        x0 through the same latent -> RGB map; every `decode_every` steps x0 through the real VAE."""
+        from explorer.previews import latent_preview, png
+
+        preview = latent_preview(latent_out, factors=self.latent_rgb)
+        self.previews.append(preview)
+        images = {preview_file(index): preview, guidance_file(index, "guided"): latent_preview(guided, factors=self.latent_rgb),
+                  guidance_file(index, "x0"): latent_preview(x0, factors=self.latent_rgb)}
+        if prediction is not None:
+            halves = prediction.chunk(2) if self.current.get("unet_input", [0])[0] != _shape(guided)[0] else (None, prediction)
+            for part, half in zip(("uncond", "cond"), halves):
+                if half is not None:
+                    images[guidance_file(index, part)] = latent_preview(half, factors=self.latent_rgb)
+        if self.decode_every and index % self.decode_every == 0:
+            images[decoded_file(index)] = self._decoded(x0)
+        for relative, image in images.items():
+            (self.out / relative).parent.mkdir(exist_ok=True)
+            write_atomic(self.out / relative, png(image))
+
+    def _decoded(self, x0):
+        """x0 decoded by the VAE, as the pipeline decodes its final latent."""
+        latents = x0[:1] / self.pipe.vae.config.scaling_factor
+        image = self.decode(latents.to(self.pipe.vae.dtype), return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(image.detach(), output_type="pil")[0]
+
+    def _write_maps(self, index: int) -> None:
+        from explorer.maps import write_maps
+
+        taken = self.maps.take()
+        if not taken or self.recording.attention is None:
+            return
+        if not self.recording.attention["layers"]:
+            self.recording.attention["layers"] = [
+                {"path": path, "height": int(m.shape[1]), "width": int(m.shape[2])} for path, m in taken
+            ]
+        (self.out / "maps").mkdir(exist_ok=True)
+        self.last_maps = [m for _, m in taken]
+        write_maps(self.out / maps_file(index), self.last_maps)
+
+    def finish(self, status: str, error: str = "") -> None:
+        """The last write: the status, the contact sheet of every step's latent, the wall time."""
+        from explorer.previews import contact_sheet, png
+
+        self.recording.status, self.recording.error = status, error
+        if self.previews:
+            captions = [f"{s.index}: t={s.timestep:g}" for s in self.recording.steps]
+            write_atomic(self.out / "latents.png", png(contact_sheet(self.previews, captions)))
+        self.recording.phases["wall"] = round(time.perf_counter() - self.started, 4)
+        self.recording.write()
 
 
-def _compare_first_calls(pipe, watch: Watch, undo: list) -> None:
-    """Trace the first call of the text encoder, the UNet and the VAE decoder with module hooks,
-    to compare with the static traces afterwards."""
-    from explorer.capture.hooks import instrumented
+@contextmanager
+def watch(pipe, out: str | Path, *, attention_maps: bool = False, watch_depth: int = 2, decode_every: int = 0,
+          latent_rgb=None) -> Iterator[Run]:
+    """Watch every step of a diffusers StableDiffusionPipeline (yours, with your weights) while you
+    call it inside the block; the run folder `out` is written as it goes. Yields the Run, readable
+    (`run.attention("word")`, `run.blocks`...) once the block ends.
 
-    def traced_once(component: str, module):
-        def wrapper_of(original):
-            def run(*args, **kwargs):
-                if component in watch.live_shapes:
-                    return original(*args, **kwargs)
-                with instrumented(module, dataflow=False) as recorder:
-                    out = original(*args, **kwargs)
-                watch.live_shapes[component] = {
-                    (n["path"], n["call"]): (n["inputs"], n["outputs"]) for n in recorder.nodes
-                }
-                return out
-
-            return run
-
-        return wrapper_of
-
-    _wrap(pipe.text_encoder, "forward", traced_once("clip", pipe.text_encoder), undo)
-    _wrap(pipe.unet, "forward", traced_once("unet", pipe.unet), undo)
-    _wrap(pipe.vae.decoder, "forward", traced_once("vae", pipe.vae.decoder), undo)
+        with explorer.watch(pipe, "runs/mine", attention_maps=True) as run:
+            image = pipe("a lighthouse at dusk", num_inference_steps=20).images[0]
+        run.attention("lighthouse")
+    """
+    out = Path(out)
+    run = Run(out, {})
+    options = {"attention_maps": attention_maps, "watch_depth": watch_depth, "decode_every": decode_every,
+               "latent_rgb": latent_rgb}
+    try:
+        with watching(pipe, out, **options):
+            yield run
+    finally:
+        if (out / RECORD).is_file():
+            run.record = json.loads((out / RECORD).read_text(encoding="utf-8"))
 
 
-def compare_shapes(watch: Watch, static: dict[str, Any]) -> dict:
-    """Per module: the shapes seen in the real run against the static trace of the same settings."""
-    differences, checked = [], 0
-    for component, live in watch.live_shapes.items():
-        trace = static[component]
-        prefix = "decoder." if component == "vae" else ""  # the live VAE call is its decoder
-        expected = {
-            (n.path[len(prefix) :], n.call): (n.inputs, n.outputs)
-            for n in trace.nodes
-            if n.path.startswith(prefix) and n.path != prefix.rstrip(".") and n.path
-        }
-        for key, (inputs, outputs) in live.items():
-            if key not in expected:
-                continue
-            checked += 1
-            want_in, want_out = expected[key]
-            if dict(inputs) != dict(want_in) or tuple(outputs) != tuple(want_out):
-                differences.append({"component": component, "path": key[0], "call": key[1],
-                                    "live": [inputs, outputs], "static": [want_in, want_out]})
-    return {"checked": checked, "differences": differences}
+@contextmanager
+def watching(pipe, out: Path, *, recording: Recording | None = None, on_start: Callable[[Watcher], None] = lambda w: None,
+             on_step: Callable[[Watcher], None] = lambda w: None, **options: Any) -> Iterator[Watcher]:
+    """The watchers installed on `pipe` for the block, then removed; the record finished with the
+    block's outcome (done, interrupted, failed: one sentence saying where)."""
+    if not all(hasattr(pipe, part) for part in ("unet", "scheduler", "vae", "encode_prompt")):
+        raise ExplorerError(
+            f"explorer.watch watches a diffusers StableDiffusionPipeline (with unet, vae, scheduler and "
+            f"encode_prompt); got a {type(pipe).__name__}. For one model, use explorer.trace(model)."
+        )
+    check_writable(out, "the run's files")
+    make_folder(out)
+    recording = recording or Recording(out, settings={"model": str(getattr(pipe, "name_or_path", "") or "your pipeline")})
+    watcher = Watcher(pipe, recording, on_step=on_step, **options)
+    watcher.install()
+    try:
+        recording.write()
+        on_start(watcher)
+        yield watcher
+        watcher.finish("done")
+    except KeyboardInterrupt:
+        watcher.finish("interrupted")
+        raise
+    except Exception as exc:
+        watcher.finish("failed", failure(watcher, exc))
+        raise
+    finally:
+        watcher.remove()
 
 
-# -- the run -------------------------------------------------------------------------------------------
+def failure(watcher: Watcher, exc: BaseException) -> str:
+    """One sentence: which phase and step failed, and how."""
+    done = len(watcher.recording.steps)
+    where = f"in {watcher.phase}" if watcher.phase else (f"at step {done}" if done or watcher.current else "before the first step")
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"The pipeline failed {where} ({type(exc).__name__}{': ' + message if message else ''}); {done} steps were done."
+
+
+# -- the run, the explorer's way ---------------------------------------------------------------------------
+
+
+class GenerationError(RuntimeError):
+    """The pipeline failed; the message names the phase and the step (the record keeps the steps done)."""
+
+
+@dataclass
+class Result:
+    out: Path
+    watch: Watcher  # the watchers (removed) and what they recorded
+    pipe: Any  # the diffusers pipeline that ran
+    interrupted: bool = False
+
+
+def generate(settings: Settings, out: Path, *, compare: bool = False,
+             on_start: Callable[[Watcher], None] = lambda w: None,
+             on_step: Callable[[Watcher], None] = lambda w: None,
+             on_phase: Callable[[str], None] = lambda text: None) -> Result:
+    """Build the pipeline, trace its components for the record, and run it watched. Files: see
+    explorer.runs. Ctrl-C stops after writing what was done (the Result says so); a failure raises
+    GenerationError with one sentence, after writing what was done."""
+    source = resolve(settings)
+    check(settings, scheduler_config_of(source))
+    check_writable(out, "image.png, latents.png and trace.json")
+    recording, started = Recording(out), time.perf_counter()
+    on_phase("build")
+    built = _timed_phase(recording, "build", lambda: build_pipeline(settings, source))
+    settings.height, settings.width = settings.height or built.size, settings.width or built.size
+    recording.settings = settings_record(settings, built)
+    recording.tokens = _timed_phase(recording, "tokenize", lambda: prompt_tokens(settings, built))
+    recording.warnings += micro_warnings(built, recording.tokens)
+    on_phase("static")
+    static = _timed_phase(recording, "static traces", lambda: static_traces(settings, settings.height, settings.width))
+    recording.components_json = json.dumps({name: t.to_dict() for name, t in static.items()}, separators=(",", ":"))
+    make_folder(out)  # only now: a failed start leaves nothing behind
+    options = {"attention_maps": settings.attention_maps, "watch_depth": settings.watch_depth,
+               "decode_every": settings.decode_every, "latent_rgb": built.micro.get("latent_rgb")}
+    live_shapes: dict = {}
+    watcher = None
+    try:
+        with watching(built.pipe, out, recording=recording, on_step=on_step, on_start=on_start, **options) as watcher:
+            if compare:
+                _compare_first_calls(built.pipe, live_shapes, watcher.undo)
+            _run_pipeline(built.pipe, settings, watcher)
+    except KeyboardInterrupt:
+        return Result(out, watcher, built.pipe, interrupted=True)
+    except Exception as exc:
+        raise GenerationError(recording.error or str(exc)) from exc
+    if compare:
+        recording.compare = compare_shapes(live_shapes, static)
+    recording.phases["wall"] = round(time.perf_counter() - started, 4)
+    recording.write()
+    return Result(out, watcher, built.pipe)
+
+
+def _timed_phase(recording: Recording, phase: str, work: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    result = work()
+    recording.phases[phase] = round(time.perf_counter() - started, 4)
+    return result
+
+
+def _run_pipeline(pipe, settings: Settings, watcher: Watcher) -> None:
+    """The pipeline's own call, seeded; the image saved when it finishes."""
+    import torch
+
+    from explorer.previews import png
+
+    generator = torch.Generator().manual_seed(settings.seed)
+    watcher.begin("total")
+    with torch.no_grad():
+        image = pipe(
+            prompt=settings.prompt,
+            negative_prompt=settings.negative_prompt or None,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance,
+            height=settings.height,
+            width=settings.width,
+            generator=generator,
+        ).images[0]
+    watcher.end("total")
+    write_atomic(watcher.out / "image.png", png(image))
+
+
+def settings_record(settings: Settings, built: Built) -> dict:
+    """The settings as the record keeps them: what was asked, the model and its weights."""
+    found = asdict(settings)
+    for private in ("allow_pickle", "allow_download", "config"):
+        found.pop(private)
+    found["model"], found["weights"] = built.source_label, built.weights
+    if built.weights == "random":
+        found["warning"] = "random weights: the architecture is real, the image is noise"
+    return found
+
+
+def prompt_tokens(settings: Settings, built: Built) -> list[dict]:
+    """The negative prompt's and the prompt's tokens, as the pipeline's tokenizer splits them."""
+    from explorer.tokenizer import tokenize
+
+    max_length = built.pipe.tokenizer.model_max_length
+    return tokenize([settings.negative_prompt, settings.prompt], max_length, built.tokenizer_folder)[1]
+
+
+def micro_warnings(built: Built, tokens: list[dict]) -> list[str]:
+    """A micro model learned a few dozen words: name the prompt's others (they still run)."""
+    from explorer.maps import words_of
+
+    known = set(built.micro.get("vocabulary") or [])
+    if not known:
+        return []
+    unknown = [w for t in tokens for w in words_of(t["tokens"][: t["length"]]) if w.strip(",.").lower() not in known]
+    unknown = [w for w in dict.fromkeys(unknown) if w.strip(",.")]
+    if not unknown:
+        return []
+    return [f"{built.source_label} learned only its own vocabulary ({len(known)} words); it never saw: "
+            f"{', '.join(unknown)}. They run, but mean nothing to it."]
 
 
 def static_traces(settings: Settings, height: int, width: int) -> dict:
@@ -388,90 +737,49 @@ def static_traces(settings: Settings, height: int, width: int) -> dict:
     return {name: trace_cached(request)[0] for name, request in requests.items()}
 
 
-@dataclass
-class Result:
-    out: Path
-    watch: Watch
-    pipe: Any  # the diffusers pipeline that ran, watchers removed
-    interrupted: bool = False
+# -- --compare: the real run's module shapes against the static traces ----------------------------------
 
 
-def generate(
-    settings: Settings,
-    out: Path,
-    *,
-    compare: bool = False,
-    on_start: Callable[[Watch], None] = lambda watch: None,
-    on_step: Callable[[Watch], None] = lambda watch: None,
-    on_phase: Callable[[str], None] = lambda text: None,
-) -> Result:
-    """Run the pipeline and watch it. Files: out/trace.json (after every step), image.png,
-    latents.png. Ctrl-C stops after writing what was done; the Result says so."""
-    import torch
+def _compare_first_calls(pipe, live_shapes: dict, undo: list) -> None:
+    """Trace the first call of the text encoder, the UNet and the VAE decoder with module hooks,
+    to compare with the static traces afterwards."""
+    from explorer.capture.hooks import instrumented
 
-    from explorer.previews import contact_sheet
-    from explorer.tokenizer import tokenize
+    def traced_once(component: str, module):
+        def wrapper_of(original):
+            def run(*args, **kwargs):
+                if component in live_shapes:
+                    return original(*args, **kwargs)
+                with instrumented(module, dataflow=False) as recorder:
+                    out = original(*args, **kwargs)
+                live_shapes[component] = {(n["path"], n["call"]): (n["inputs"], n["outputs"]) for n in recorder.nodes}
+                return out
 
-    check(settings)
-    check_writable(out, "image.png, latents.png and trace.json")
-    source = resolve(settings)
-    watch = Watch(settings=settings, out=out)
+            return run
 
-    on_phase("build")
-    watch.begin("build")
-    built = build_pipeline(settings, source)
-    watch.end("build")
-    watch.weights, watch.model = built.weights, built.source_label
-    height = settings.height or built.size
-    width = settings.width or built.size
-    settings.height, settings.width = height, width
+        return wrapper_of
 
-    watch.begin("tokenize")
-    _, records = tokenize(
-        [settings.negative_prompt, settings.prompt], built.pipe.tokenizer.model_max_length, built.tokenizer_folder
-    )
-    watch.end("tokenize")
-    watch.tokens = records
+    _wrap(pipe.text_encoder, "forward", traced_once("clip", pipe.text_encoder), undo)
+    _wrap(pipe.unet, "forward", traced_once("unet", pipe.unet), undo)
+    _wrap(pipe.vae.decoder, "forward", traced_once("vae", pipe.vae.decoder), undo)
 
-    on_phase("static")
-    watch.begin("static traces")
-    static = static_traces(settings, height, width)
-    watch.components = {name: t.to_dict() for name, t in static.items()}
-    watch.end("static traces")
-    make_folder(out)  # only now: a failed start leaves nothing behind
-    watch.write()
-    on_start(watch)
 
-    undo: list = []
-    interrupted = False
-    try:
-        callback, undo = watch_pipeline(built.pipe, watch, lambda: (watch.write(), on_step(watch)), compare)
-        generator = torch.Generator().manual_seed(settings.seed)
-        watch.begin("total")
-        with torch.no_grad():
-            images = built.pipe(
-                prompt=settings.prompt,
-                negative_prompt=settings.negative_prompt or None,
-                num_inference_steps=settings.steps,
-                guidance_scale=settings.guidance,
-                height=height,
-                width=width,
-                generator=generator,
-                callback_on_step_end=callback,
-            ).images
-        watch.end("total")
-        images[0].save(out / "image.png")
-        watch.status = "done"
-    except KeyboardInterrupt:
-        interrupted = True
-        watch.status = "interrupted"
-    finally:
-        for step in reversed(undo):
-            step()
-        if watch.steps:
-            contact_sheet(watch.previews, [f"{s.index}: t={s.timestep:g}" for s in watch.steps]).save(out / "latents.png")
-        if compare and not interrupted:
-            watch.compare = compare_shapes(watch, static)
-        watch.phases["wall"] = round(time.perf_counter() - watch.started, 4)
-        watch.write()
-    return Result(out, watch, built.pipe, interrupted)
+def compare_shapes(live_shapes: dict, static: dict[str, Any]) -> dict:
+    """Per module: the shapes seen in the real run against the static trace of the same settings."""
+    differences, checked = [], 0
+    for component, live in live_shapes.items():
+        prefix = "decoder." if component == "vae" else ""  # the live VAE call is its decoder
+        expected = {
+            (n.path[len(prefix) :], n.call): (n.inputs, n.outputs)
+            for n in static[component].nodes
+            if n.path.startswith(prefix) and n.path != prefix.rstrip(".") and n.path
+        }
+        for key, (inputs, outputs) in live.items():
+            if key not in expected:
+                continue
+            checked += 1
+            want_in, want_out = expected[key]
+            if dict(inputs) != dict(want_in) or tuple(outputs) != tuple(want_out):
+                differences.append({"component": component, "path": key[0], "call": key[1],
+                                    "live": [inputs, outputs], "static": [want_in, want_out]})
+    return {"checked": checked, "differences": differences}

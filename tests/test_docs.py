@@ -50,11 +50,13 @@ def test_relative_links_resolve():
 
 
 def test_naming_page_is_generated_from_the_real_conversion(tmp_path):
-    from explorer.naming import write_naming_page
+    import subprocess
+    import sys
 
     fresh = tmp_path / "naming.md"
-    write_naming_page(fresh)
-    assert (DOCS / "naming.md").read_text() == fresh.read_text(), "run `python -m explorer.naming docs/naming.md`"
+    script = DOCS.parent / "scripts" / "naming_page.py"
+    subprocess.run([sys.executable, str(script), str(fresh)], check=True, cwd=tmp_path)
+    assert (DOCS / "naming.md").read_text() == fresh.read_text(), "run `python scripts/naming_page.py docs/naming.md`"
     text = fresh.read_text()
     assert "| `down_blocks.0.attentions.0` | Transformer2DModel | `model.diffusion_model.input_blocks.1.1` | 1.4.2 |" in text
     assert "| `up_blocks.0.resnets.0` | ResnetBlock2D | `model.diffusion_model.output_blocks.0.0` | 1.4.1 |" in text

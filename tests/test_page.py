@@ -28,9 +28,9 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    generate(Settings(prompt=HOSTILE, model="tiny", steps=2, seed=1), run)
+    generate(Settings(prompt=HOSTILE, model="tiny", steps=2, seed=1, attention_maps=True), run)
     folder = tmp_path_factory.mktemp("site") / "site"
-    result = CliRunner().invoke(app, ["html", str(folder), "--run", str(run)])
+    result = CliRunner().invoke(app, ["html", str(folder), "--run", str(run), "--model", "sd15"])
     assert result.exit_code == 0, result.output
     return folder
 
@@ -132,6 +132,34 @@ def test_a_run_with_a_hostile_prompt_runs_no_script(page, tmp_path):
     assert "[2, 4, 8, 8]" in page.inner_text("#run")
     assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth > 0")
     page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+
+
+def test_the_run_drives_the_architecture_and_shows_guidance_and_maps(page, tmp_path):
+    page.click("#tabs button[data-tab=run]")
+    parts = page.eval_on_selector_all(".guidance figure", "fs => fs.map(f => f.dataset.part)")
+    assert parts == ["uncond", "cond", "guided", "x0"]
+    assert page.eval_on_selector_all(".guidance img", "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)")
+    words = page.eval_on_selector_all("#run-word option", "os => os.map(o => o.value)")
+    assert "lighthouse" in words and "<|endoftext|>" in words
+    page.select_option("#run-word", "lighthouse")
+    assert page.locator("#run figure.map canvas.heat").count() == 1
+    assert "'lighthouse' over every cross-attention layer" in page.inner_text("#run")
+    # the UNet: the step slider and the word drive what a block shows
+    page.click("#tabs button[data-tab=unet]")
+    assert page.locator("#runbar #arch-step").count() == 1
+    page.hover('#diagram [data-path="down_blocks.1"]')
+    assert "output std at step" in info(page) and page.locator("#info svg.spark circle").count() == 1
+    page.click('#diagram [data-path="down_blocks.1"]')
+    page.click('#diagram [data-path="down_blocks.1.attentions.0"]')
+    cross = page.locator('#diagram [data-path$="attn2"]')
+    if cross.count() == 0:  # one level further down
+        page.click('#diagram [data-path="down_blocks.1.attentions.0.transformer_blocks.0"]')
+        cross = page.locator('#diagram [data-path$="attn2"]')
+    cross.first.click()
+    assert page.locator("#info figure.map canvas.heat").count() == 1 and "this cross-attention" in info(page)
+    page.eval_on_selector("#arch-step", "s => { s.value = 0; s.dispatchEvent(new Event('input')); }")
+    assert "step 0" in info(page)
+    page.screenshot(path=str(tmp_path / "maps.png"), full_page=True)
 
 
 def test_bad_input(tmp_path):

@@ -95,7 +95,15 @@ STOCK_PROCESSORS = {"AttnProcessor2_0", "AttnProcessor"}
 
 
 class RecordingAttnProcessor:
-    """diffusers' `AttnProcessor2_0`, step for step, recording the head split, scores and merge."""
+    """diffusers' `AttnProcessor2_0`, step for step, recording the head split, scores and merge.
+
+    With `on_cross` (a function of query and key, both (B, heads, N, d), and the attention's scale),
+    every cross-attention also hands its query and key to it before attending: that is how the
+    cross-attention maps are taken, beside the real computation, which stays exactly the stock one.
+    """
+
+    def __init__(self, on_cross: Callable[[torch.Tensor, torch.Tensor, float], None] | None = None):
+        self.on_cross = on_cross
 
     def __call__(
         self,
@@ -158,6 +166,8 @@ class RecordingAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
+        if self.on_cross is not None and not self_attention:
+            self.on_cross(query, key, attn.scale)
         attended = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
         )  # (B, heads, N_q, d)
@@ -259,14 +269,20 @@ def _use_recording_attention(model: nn.Module) -> Callable[[], None] | None:
     return undo
 
 
+def stock_attention(model: nn.Module) -> dict[str, nn.Module]:
+    """The diffusers attention modules of `model` whose processor RecordingAttnProcessor reproduces
+    exactly, by path (others, xformers or LoRA variants, are left alone)."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if hasattr(m, "set_processor") and type(getattr(m, "processor", None)).__name__ in STOCK_PROCESSORS
+    }
+
+
 def install(model: nn.Module) -> tuple[set[int], Callable[[], None]]:
     """Make every attention of `model` record its steps. Returns the ids of the attention modules
     (their inside is described by those steps) and a function that puts everything back."""
-    processors = {
-        m: m.processor
-        for m in model.modules()
-        if hasattr(m, "set_processor") and type(getattr(m, "processor", None)).__name__ in STOCK_PROCESSORS
-    }
+    processors = {m: m.processor for m in stock_attention(model).values()}
     for m in processors:
         m.set_processor(RecordingAttnProcessor())
     undo_transformers = _use_recording_attention(model)

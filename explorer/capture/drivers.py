@@ -29,16 +29,17 @@ def _tensor_factory(model, seed: int):
     """Make input tensors: empty ones on the meta device, seeded random ones otherwise."""
     import torch
 
-    on_meta = next(model.parameters()).is_meta
+    first = next(model.parameters())
+    on_meta, device, dtype = first.is_meta, first.device, first.dtype  # a user's model may be on a GPU, in fp16
     generator = None if on_meta else torch.Generator().manual_seed(seed)
 
     def randn(*shape: int):
         if on_meta:
-            return torch.empty(shape, device="meta")
-        return torch.randn(shape, generator=generator)
+            return torch.empty(shape, device="meta", dtype=dtype)
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
 
     def full(shape: tuple[int, ...], value: int, dtype):
-        return torch.full(shape, value, dtype=dtype, device="meta" if on_meta else "cpu")
+        return torch.full(shape, value, dtype=dtype, device=device)
 
     return randn, full
 
@@ -138,8 +139,7 @@ def text(loaded, request, height: int, width: int, batch: int) -> Drive:
     # Like diffusers: the negative prompts first, then the prompts (batch 2 = [negative, prompt]).
     prompts = [request.negative_prompt] * (batch // 2) + [request.prompt] * (batch - batch // 2)
     ids, records = tokenize(prompts, max_length, tokenizer_folder(loaded.source))
-    on_meta = next(loaded.model.parameters()).is_meta
-    input_ids = torch.tensor(ids, device="meta" if on_meta else "cpu")  # (B, 77)
+    input_ids = torch.tensor(ids, device=next(loaded.model.parameters()).device)  # (B, 77)
     clip = loaded.model
 
     def run():

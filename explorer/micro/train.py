@@ -47,6 +47,9 @@ class Plan:
     vae_steps: int = 1500
     vae_batch: int = 16
     vae_lr: float = 1e-3
+    text_steps: int = 400
+    text_batch: int = 64
+    text_lr: float = 1e-3
     unet_steps: int = 4500
     unet_batch: int = 32
     unet_lr: float = 1e-3
@@ -58,10 +61,12 @@ class Plan:
     device: str = "cpu"  # where to train ("cuda" on a GPU); the data and every random draw stay on the CPU
 
     def check(self) -> None:
-        for name in ("vae_steps", "unet_steps", "vae_batch", "unet_batch"):
+        for name in ("vae_steps", "unet_steps", "vae_batch", "unet_batch", "text_batch"):
             if getattr(self, name) < 1:
                 raise ExplorerError(f"{name.replace('_', '-')} must be 1 or more, got {getattr(self, name)}.")
-        for name in ("vae_lr", "unet_lr"):
+        if self.text_steps < 0:
+            raise ExplorerError(f"text-steps must be 0 or more, got {self.text_steps}.")
+        for name in ("vae_lr", "unet_lr", "text_lr"):
             if not 0 < getattr(self, name) < 1:
                 raise ExplorerError(f"{name.replace('_', '-')} must be between 0 and 1, got {getattr(self, name)}.")
 
@@ -71,6 +76,7 @@ class History:
     """Loss per step of each stage, and the seconds each stage took."""
 
     vae: list[float] = field(default_factory=list)
+    text: list[float] = field(default_factory=list)
     unet: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -79,7 +85,7 @@ def step_generator(seed: int, stage: str, step: int):
     """The generator of one step: everything random in it comes from here."""
     import torch
 
-    return torch.Generator().manual_seed(seed * 1_000_003 + {"vae": 1, "unet": 2, "scale": 3}[stage] * 100_000_007 + step)
+    return torch.Generator().manual_seed(seed * 1_000_003 + {"vae": 1, "unet": 2, "scale": 3, "text": 4}[stage] * 100_000_007 + step)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -166,7 +172,73 @@ def measure_scaling(vae, plan: Plan, count: int = 1024) -> float:
     return round(1.0 / float(torch.cat(latents).std()), 5)
 
 
-# -- stage 2: the UNet and the text encoder -----------------------------------------------------------
+# -- stage 2: the text encoder learns to tell captions apart --------------------------------------------
+
+
+def attribute_labels(specs) -> Any:
+    """(N, 4) class indices: colour, shape, position, size ("" counts as a third size)."""
+    import torch
+
+    from explorer.micro.data import COLOURS, POSITIONS, SHAPES
+
+    return torch.tensor(
+        [[list(COLOURS).index(s.colour), SHAPES.index(s.shape), list(POSITIONS).index(s.position),
+          ("small", "large", "").index(s.size)] for s in specs]
+    )
+
+
+def new_head(hidden: int):
+    """A linear head reading the caption's colour, shape, position and size off the text encoder's
+    pooled output: used only while training the text encoder, never saved."""
+    import torch
+
+    from explorer.micro.data import COLOURS, POSITIONS, SHAPES
+
+    return torch.nn.Linear(hidden, len(COLOURS) + len(SHAPES) + len(POSITIONS) + 3)
+
+
+def text_loss(text_encoder, head, captions, labels):
+    """Cross-entropy of each attribute, read from the pooled output (the end token's state)."""
+    import torch.nn.functional as F
+
+    from explorer.micro.data import COLOURS, POSITIONS, SHAPES
+
+    pooled = text_encoder(token_ids(captions).to(labels.device)).pooler_output  # (N, 32)
+    logits = head(pooled).split([len(COLOURS), len(SHAPES), len(POSITIONS), 3], dim=1)
+    return sum(F.cross_entropy(group, labels[:, k]) for k, group in enumerate(logits))
+
+
+def train_text(text_encoder, head, plan: Plan, state: dict, history: History, progress: Callable) -> None:
+    """SD's text encoder came pretrained (OpenAI's CLIP): its states for "left" and "right" differ
+    from the start. Ours learns that first, from the captions alone, so the UNet is not left
+    waiting for two words it cannot yet tell apart."""
+    import torch
+
+    from explorer.micro.data import random_specs
+
+    params = list(text_encoder.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=plan.text_lr, weight_decay=0.01)
+    if state.get("optimizer"):
+        optimizer.load_state_dict(state["optimizer"])
+    text_encoder.train()
+    for step in range(len(history.text), plan.text_steps):
+        generator = step_generator(plan.seed, "text", step)
+        specs, captions = random_specs(plan.text_batch, generator)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, plan.text_steps, plan.text_lr, plan.warmup)
+        loss = text_loss(text_encoder, head, captions, attribute_labels(specs).to(plan.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.text.append(round(loss.item(), 6))
+        state["optimizer"] = optimizer.state_dict()
+        progress("text", step + 1, history.text[-1])
+        if (step + 1) % CHECKPOINT_EVERY == 0:
+            state["save"]()
+    text_encoder.eval()
+
+
+# -- stage 3: the UNet and the text encoder -----------------------------------------------------------
 
 
 def unet_loss(unet, text_encoder, vae, noise_schedule, images, captions, generator, power=1.0, cap=1.0):
@@ -243,7 +315,9 @@ def build_models(seed: int) -> dict[str, Any]:
     from explorer.specs import MICRO
 
     torch.manual_seed(seed)
-    return {c: build_fresh(c, MICRO.config(c)) for c in ("vae", "unet", "clip")}  # on the CPU; run() moves them
+    models = {c: build_fresh(c, MICRO.config(c)) for c in ("vae", "unet", "clip")}  # on the CPU; run() moves them
+    models["head"] = new_head(MICRO.config("clip")["hidden_size"])  # training's scaffolding, not saved
+    return models
 
 
 CHECKPOINT = "checkpoint.pt"
@@ -265,7 +339,7 @@ def save_checkpoint(folder: Path, stage: str, models: dict, state: dict, history
         "models": {name: model.state_dict() for name, model in models.items()},
         "optimizer": state.get("optimizer"),
         "ema": [ema.state_dict() for ema in state.get("ema") or []],
-        "scaling": models["vae"].config.scaling_factor if stage == "unet" else None,
+        "scaling": models["vae"].config.scaling_factor if stage != "vae" else None,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -391,6 +465,10 @@ def run(plan: Plan, progress: Callable[[str, int, float], None] = lambda stage, 
         if stage == "vae":
             _timed(history, "vae", lambda: train_vae(models["vae"], plan, state, history, wrapped))
             models["vae"].register_to_config(scaling_factor=measure_scaling(models["vae"], plan))
+            stage, state["optimizer"] = "text", None
+            save()
+        if stage == "text":
+            _timed(history, "text", lambda: train_text(models["clip"], models["head"], plan, state, history, wrapped))
             stage, state["optimizer"], state["ema"] = "unet", None, new_ema(models, plan.ema_decay)
             save()
         _timed(history, "unet", lambda: train_unet(models["unet"], models["clip"], models["vae"], plan, state, history, wrapped))
@@ -439,8 +517,8 @@ def finish(plan: Plan, models: dict, history: History) -> dict:
         "plan": _settings(plan),
         "command": command_line(plan),
         "seconds": history.seconds,
-        "final_loss": {stage: _tail_mean(getattr(history, stage)) for stage in ("vae", "unet")},
-        "loss": {"vae": history.vae, "unet": history.unet},
+        "final_loss": {stage: _tail_mean(getattr(history, stage)) for stage in ("vae", "text", "unet")},
+        "loss": {"vae": history.vae, "text": history.text, "unet": history.unet},
     }
     from explorer.versions import package_versions
 

@@ -1,6 +1,7 @@
 """What `explore generate` shows: the live panel during the run, the summary after it.
 
-Pure functions of the plain `Watch` record: they read it, never the pipeline.
+Pure functions of the watcher's plain record (`explorer.watching.Recording`) and the phase running
+now: they read it, never the pipeline.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from explorer.runs import SCHEMA
 from explorer.views.format import dropped_tokens, fmt_seconds, plural, shape_str
-
 
 PHASES = (
     ("build", "build"),
@@ -32,6 +33,8 @@ SEAMS = (
     ("latent_out", "latent out", ""),
 )
 SPARK = "▁▂▃▄▅▆▇█"
+SHADES = " ░▒▓█"  # a map's weight, low to high
+HEAT_ROWS = 12  # blocks shown in the activity strip
 
 
 def sparkline(values: list[float], width: int = 40) -> str:
@@ -44,22 +47,27 @@ def sparkline(values: list[float], width: int = 40) -> str:
 
 
 def header(watch: Any) -> Group:
-    s = watch.settings
-    lines = [Text.assemble(("prompt ", "dim"), (repr(s.prompt), "bold"))]
-    if s.negative_prompt:
-        lines.append(Text.assemble(("negative ", "dim"), repr(s.negative_prompt)))
-    for record in watch.tokens:
+    rec = watch.recording
+    s = rec.settings
+    lines = [Text.assemble(("prompt ", "dim"), (repr(s.get("prompt", "")), "bold"))]
+    if s.get("negative_prompt"):
+        lines.append(Text.assemble(("negative ", "dim"), repr(s["negative_prompt"])))
+    for record in rec.tokens:
         if dropped := dropped_tokens(record):
             lines.append(Text(f"⚠ {dropped}", "bold yellow"))
-    model = Text.assemble((watch.model, "bold"), " · ")
-    if watch.weights == "random":
+    for warning in rec.warnings:
+        lines.append(Text(f"⚠ {warning}", "yellow"))
+    model = Text.assemble((str(s.get("model", "")), "bold"), " · ")
+    if s.get("weights") == "random":
         model.append("RANDOM WEIGHTS: the architecture is real, the image will be noise", "bold red")
     else:
         model.append("pretrained weights", "green")
     lines.append(model)
+    size = f"{s.get('width')}×{s.get('height')} px · " if s.get("width") else ""
     lines.append(
         Text(
-            f"{s.scheduler.upper()} · {plural(s.steps, 'step')} · guidance {s.guidance:g} · {s.width}×{s.height} px · seed {s.seed}",
+            f"{str(s.get('scheduler', '')).upper()} · {plural(int(s.get('steps', 0)), 'step')} · "
+            f"guidance {s.get('guidance', 0):g} · {size}seed {s.get('seed', '?')}",
             "dim",
         )
     )
@@ -67,16 +75,17 @@ def header(watch: Any) -> Group:
 
 
 def total_steps(watch: Any) -> int:
-    return watch.total_steps or watch.settings.steps
+    return watch.recording.total_steps or int(watch.recording.settings.get("steps", 0))
 
 
 def phases_line(watch: Any) -> Table:
+    rec = watch.recording
     grid = Table.grid(padding=(0, 3))
     cells = []
     for key, name in PHASES:
-        if key in watch.phases and (key != "denoise" or len(watch.steps) >= total_steps(watch)):
-            cells.append(Text(f"✓ {name} {fmt_seconds(watch.phases[key])}", "green"))
-        elif watch.phase == key or (key == "denoise" and watch.steps):
+        if key in rec.phases and (key != "denoise" or len(rec.steps) >= total_steps(watch)):
+            cells.append(Text(f"✓ {name} {fmt_seconds(rec.phases[key])}", "green"))
+        elif watch.phase == key or (key == "denoise" and rec.steps):
             cells.append(Text(f"… {name}", "bold yellow"))
         else:
             cells.append(Text(f"· {name}", "dim"))
@@ -85,46 +94,97 @@ def phases_line(watch: Any) -> Table:
     return grid
 
 
-def live_panel(watch: Any) -> Panel:
-    """The panel redrawn while the pipeline runs."""
-    s = watch.settings
-    done, total = len(watch.steps), total_steps(watch)
-    parts: list[Any] = [header(watch), Text("")]
-    per_step = sum(step.seconds for step in watch.steps) / done if done else 0.0
+def progress_row(watch: Any) -> Table:
+    """The bar, steps done of all, time per step and what is left."""
+    steps = watch.recording.steps
+    done, total = len(steps), total_steps(watch)
+    per_step = sum(step.seconds for step in steps) / done if done else 0.0
     bar = Table.grid(padding=(0, 1))
     bar.add_row(
-        ProgressBar(total=total, completed=done, width=40),
+        ProgressBar(total=max(total, 1), completed=done, width=40),
         Text(f"{done}/{total}", "bold"),
-        Text(
-            f"{fmt_seconds(per_step)}/step · ETA {fmt_seconds(per_step * (total - done))}" if done else "first step…",
-            "dim",
-        ),
+        Text(f"{fmt_seconds(per_step)}/step · ETA {fmt_seconds(per_step * (total - done))}" if done else "first step…", "dim"),
     )
-    parts.append(bar)
-    last = watch.steps[-1] if watch.steps else None
-    if last is not None:
+    return bar
+
+
+def seams_table(watch: Any) -> Table:
+    """The last step's seams: what crossed into and out of the UNet and the scheduler."""
+    last = watch.recording.steps[-1]
+    guidance = watch.recording.settings.get("guidance", 0)
+    seams = Table.grid(padding=(0, 2))
+    for key, name, about in SEAMS:
+        if key in last.shapes:
+            note = about.format(g=f"{guidance:g}")
+            if key == "latent_out":
+                note = f"mean {last.latent_stats['mean']:+.3f}  std {last.latent_stats['std']:.3f}"
+            seams.add_row(Text(f"  {name}", "dim"), Text(shape_str(last.shapes[key]), "bold"), Text(note, "dim"))
+    return seams
+
+
+def heat_strip(watch: Any, width: int = 40) -> Table:
+    """Block activity so far: one row per block (its output's std), one column per step, shaded
+    against that block's own range."""
+    steps = watch.recording.steps[-width:]
+    paths = [p for p in watch.recording.blocks if p.count(".") <= 1 and any(p in s.blocks for s in steps)][:HEAT_ROWS]
+    grid = Table.grid(padding=(0, 1))
+    for path in paths:
+        values = [s.blocks.get(path, {}).get("std", 0.0) for s in steps]
+        low, high = min(values), max(values)
+        span = (high - low) or 1.0
+        cells = "".join(SHADES[min(len(SHADES) - 1, int((v - low) / span * (len(SHADES) - 1) + 0.5))] for v in values)
+        grid.add_row(Text(f"  {path}", "dim"), Text(cells, "magenta"), Text(f"std {values[-1]:.3f}", "dim"))
+    return grid
+
+
+def word_map(watch: Any, maps: list) -> Group | None:
+    """The current step's map of the prompt word attended most, in block characters."""
+    import numpy as np
+
+    from explorer.maps import aggregate, word_spans
+
+    attention = watch.recording.attention or {}
+    tokens = attention.get("tokens", [])
+    words = [(w, rows) for w, rows in word_spans(tokens) if not w.startswith("<")]
+    if not maps or not words:
+        return None
+    size = (max(m.shape[1] for m in maps), max(m.shape[2] for m in maps))
+    mass = {w: sum(float(m[rows].sum()) for m in maps) for w, rows in words}
+    word = max(mass, key=mass.get)
+    image = aggregate([maps], list(range(len(maps))), dict(words)[word], size)
+    image = image / (image.max() or 1.0)
+    lines = ["".join(SHADES[int(v * (len(SHADES) - 1) + 0.5)] * 2 for v in row) for row in np.asarray(image)]
+    return Group(Text(f"  where {word!r} goes now (most attended word):", "dim"), *(Text("  " + line, "cyan") for line in lines))
+
+
+def live_panel(watch: Any) -> Panel:
+    """The panel redrawn while the pipeline runs."""
+    rec = watch.recording
+    parts: list[Any] = [header(watch), Text(""), progress_row(watch)]
+    if rec.unet_calls:
+        parts.append(Text(rec.unet_calls, "dim italic"))
+    if rec.steps:
+        last = rec.steps[-1]
         parts.append(Text.assemble(("step ", "dim"), (str(last.index), "bold"), ("  timestep ", "dim"), (f"{last.timestep:g}", "bold cyan")))
-        seams = Table.grid(padding=(0, 2))
-        for key, name, about in SEAMS:
-            if key in last.shapes:
-                note = about.format(g=f"{s.guidance:g}")
-                if key == "latent_out":
-                    note = f"mean {last.latent_stats['mean']:+.3f}  std {last.latent_stats['std']:.3f}"
-                seams.add_row(Text(f"  {name}", "dim"), Text(shape_str(last.shapes[key]), "bold"), Text(note, "dim"))
-        parts.append(seams)
-        parts.append(Text.assemble(("  latent std  ", "dim"), (sparkline([st.latent_stats["std"] for st in watch.steps]), "cyan")))
+        parts.append(seams_table(watch))
+        parts.append(Text.assemble(("  latent std  ", "dim"), (sparkline([st.latent_stats["std"] for st in rec.steps]), "cyan")))
+        if any(s.blocks for s in rec.steps):
+            parts += [Text("  block activity (output std per step)", "dim"), heat_strip(watch)]
+        if (shown := word_map(watch, getattr(watch, "last_maps", []))) is not None:
+            parts.append(shown)
     parts.extend([Text(""), phases_line(watch)])
     return Panel(Group(*parts), title="[bold]explore generate", border_style="blue", expand=False)
 
 
 def summary(watch: Any, interrupted: bool = False) -> Group:
     """After the run: where the files are, and where the time went."""
-    done = len(watch.steps)
+    rec = watch.recording
+    done = len(rec.steps)
     parts: list[Any] = []
     if interrupted:
-        parts.append(Text(f"Interrupted after {done} of {total_steps(watch)} steps; trace.json has them.", "bold yellow"))
+        parts.append(Text(f"Interrupted after {done} of {plural(total_steps(watch), 'step')}; trace.json has them.", "bold yellow"))
     else:
-        wall, pipeline = watch.phases.get("wall", 0.0), watch.phases.get("total", 0.0)
+        wall, pipeline = rec.phases.get("wall", 0.0), rec.phases.get("total", 0.0)
         parts.append(
             Text.assemble(
                 ("Done", "bold green"),
@@ -132,27 +192,43 @@ def summary(watch: Any, interrupted: bool = False) -> Group:
                 (str(watch.out), "bold"),
             )
         )
-    files = Table.grid(padding=(0, 2))
-    if not interrupted:
-        what = "the image" + (" (random weights: noise, but every shape is real)" if watch.weights == "random" else "")
-        files.add_row("  image.png", Text(what, "dim"))
-    if done:
-        files.add_row("  latents.png", Text(f"{done} latent previews, one per step", "dim"))
-    files.add_row("  trace.json", Text(f"sd-explorer/generation@1: settings, tokens, static traces, {done} steps", "dim"))
-    parts.append(files)
-    timed = [(name, watch.phases[key]) for key, name in PHASES[3:] if key in watch.phases]
-    if timed:
-        table = Table(title="where the time went", title_justify="left", box=None, padding=(0, 2), show_header=True)
-        table.add_column("phase", style="dim")
-        table.add_column("seconds", justify="right")
-        table.add_column("share", justify="right")
-        table.add_column("per step", justify="right", style="dim")
-        whole = sum(seconds for _, seconds in timed) or 1.0
-        for name, seconds in timed:
-            per = f"{seconds / done:.3f}" if name == "denoise" and done else ""
-            table.add_row(name, f"{seconds:.2f}", f"{100 * seconds / whole:.0f} %", per)
+    parts.append(files_table(watch, interrupted))
+    if (table := time_table(rec)) is not None:
         parts.append(table)
     return Group(*parts)
+
+
+def files_table(watch: Any, interrupted: bool) -> Table:
+    rec = watch.recording
+    done = len(rec.steps)
+    files = Table.grid(padding=(0, 2))
+    if not interrupted:
+        noise = " (random weights: noise, but every shape is real)" if rec.settings.get("weights") == "random" else ""
+        files.add_row("  image.png", Text("the image" + noise, "dim"))
+    if done:
+        files.add_row("  latents.png", Text(f"{plural(done, 'latent preview')}, one per step", "dim"))
+        files.add_row("  guidance/", Text("per step: the unconditional, conditional and guided noise predictions, and x0", "dim"))
+    if rec.attention:
+        files.add_row("  maps/", Text("per step: every cross-attention layer's map of each prompt token", "dim"))
+    files.add_row("  trace.json", Text(f"{SCHEMA}: settings, tokens, static traces, {plural(done, 'step')}", "dim"))
+    return files
+
+
+def time_table(rec: Any) -> Table | None:
+    done = len(rec.steps)
+    timed = [(name, rec.phases[key]) for key, name in PHASES[3:] if key in rec.phases]
+    if not timed:
+        return None
+    table = Table(title="where the time went", title_justify="left", box=None, padding=(0, 2), show_header=True)
+    table.add_column("phase", style="dim")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("per step", justify="right", style="dim")
+    whole = sum(seconds for _, seconds in timed) or 1.0
+    for name, seconds in timed:
+        per = f"{seconds / done:.3f}" if name == "denoise" and done else ""
+        table.add_row(name, f"{seconds:.2f}", f"{100 * seconds / whole:.0f} %", per)
+    return table
 
 
 def compare_view(result: dict | None) -> Group:
@@ -214,12 +290,15 @@ class LiveDisplay:
 
 
 def start_warnings(watch: Any) -> list[str]:
-    """Said once, before the first step: prompts too long for CLIP, random weights."""
-    warnings = [f"[bold yellow]Warning:[/] {dropped}" for r in watch.tokens if (dropped := dropped_tokens(r))]
-    if watch.weights == "random":
+    """Said once, before the first step: prompts too long for CLIP, words a micro model never
+    learned, random weights."""
+    rec = watch.recording
+    warnings = [f"[bold yellow]Warning:[/] {dropped}" for r in rec.tokens if (dropped := dropped_tokens(r))]
+    warnings += [f"[bold yellow]Warning:[/] {w}" for w in rec.warnings]
+    if rec.settings.get("weights") == "random":
         warnings.append(
-            f"[bold red]Random weights:[/] {watch.model} is a preset with no weights; the architecture is "
+            f"[bold red]Random weights:[/] {rec.settings.get('model')} is a preset with no weights; the architecture is "
             "real and every shape is exact, but the image will be noise. Give --model a diffusers folder, "
-            "a .safetensors file or a hub id for a real image."
+            "a .safetensors file, a hub id or micro for a real image."
         )
     return warnings

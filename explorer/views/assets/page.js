@@ -27,7 +27,7 @@ function show(tab, view, pick) {
   $("run").hidden = tab !== "run"; $("diagram").hidden = tab === "run";
   document.querySelector(".zoom").hidden = tab === "run";
   const diagram = $("diagram");
-  if (tab === "run") { renderRun(); crumbs(); $("hint").textContent = ""; history.replaceState(null, "", "#run"); return; }
+  if (tab === "run") { renderRun(); crumbs(); $("runbar").replaceChildren(); $("hint").textContent = ""; history.replaceState(null, "", "#run"); return; }
   if (tab === "pipeline") {
     diagram.replaceChildren();
     diagram.insertAdjacentHTML("beforeend", SD.pipeline);
@@ -47,6 +47,7 @@ function show(tab, view, pick) {
       if (n && n.view) g.classList.add("has-view");
     }
   }
+  $("runbar").replaceChildren(...[runBar()].filter(Boolean));
   applyZoom();
   crumbs();
   if (pick) highlight(pick);
@@ -72,6 +73,7 @@ function info(component, key) {
   const box = $("info"); box.replaceChildren();
   const comp = SD.components[component]; const n = comp && comp.nodes[key];
   if (!n) return;
+  state.infoKey = key;
   box.append(el("h2", { text: n.kind === "step" ? (n.label || n.type) : n.type }));
   box.append(el("div", { cls: "path", text: (n.path || component) + (n.call ? "  (call " + (n.call + 1) + ")" : "") }));
   if (n.kind === "step") box.append(el("div", { cls: "path", text: "a step: " + n.type + ", not a module" }));
@@ -84,6 +86,7 @@ function info(component, key) {
   box.append(table);
   if (n.note) box.append(el("div", { cls: "note", text: n.note }));
   if (n.view && key !== state.view) { const go = el("a", { cls: "go", text: "Open " + (n.path || component) + " ›" }); go.onclick = () => show(component, key); box.append(go); }
+  box.append(...runInfo(component, n));
 }
 
 function highlight(key) {
@@ -144,47 +147,190 @@ $("zoom-in").onclick = () => { state.zoom = state.zoom === 1 ? 1.25 : state.zoom
 $("zoom-out").onclick = () => { state.zoom = state.zoom === 1 ? 0.6 : state.zoom / 1.25; applyZoom(); };
 $("zoom-fit").onclick = () => { state.zoom = 1; applyZoom(); };
 
-// a generation, replayed step by step
+// ---------------------------------------------------------------------------------------------------
+// A generation, replayed step by step: its tokens, every step's seams, the guidance previews, the
+// cross-attention map of a word; and, in the architecture, each block's activity over the steps.
+
+const RUN = SD.run;
+const HEAT = [[0, [0, 0, 4]], [0.3, [87, 16, 110]], [0.55, [188, 55, 84]], [0.8, [249, 142, 9]], [1, [252, 255, 164]]];
+if (RUN) {
+  state.step = Math.max(0, RUN.steps.length - 1);
+  const words = RUN.maps ? RUN.maps.words.filter(([w]) => !w.startsWith("<")) : [];
+  state.word = words.length ? words[0][0] : null;
+}
+
+// the colour of a value in [0, 1] on the heat scale (the same as `explore maps`)
+function heatColour(v) {
+  for (let i = 1; i < HEAT.length; i++) {
+    const [p1, c1] = HEAT[i]; const [p0, c0] = HEAT[i - 1];
+    if (v <= p1) { const f = (v - p0) / (p1 - p0); return c0.map((c, k) => Math.round(c + f * (c1[k] - c))); }
+  }
+  return HEAT[HEAT.length - 1][1];
+}
+
+// one layer's map of some token rows at one step: {h, w, values}
+function layerMap(step, layer, rows) {
+  const m = RUN.maps.steps[step][layer];
+  const bytes = Uint8Array.from(atob(m.b64), (c) => c.charCodeAt(0));
+  const size = m.height * m.width; const values = new Float32Array(size);
+  for (const r of rows) for (let p = 0; p < size; p++) values[p] += bytes[r * size + p] / 255 * m.scales[r];
+  return { h: m.height, w: m.width, values };
+}
+
+// bilinear resize of a map to (H, W)
+function resize(map, H, W) {
+  if (map.h === H && map.w === W) return map.values;
+  const out = new Float32Array(H * W);
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
+    const sy = Math.min(map.h - 1, Math.max(0, (y + 0.5) * map.h / H - 0.5)), sx = Math.min(map.w - 1, Math.max(0, (x + 0.5) * map.w / W - 0.5));
+    const y0 = Math.floor(sy), x0 = Math.floor(sx), y1 = Math.min(map.h - 1, y0 + 1), x1 = Math.min(map.w - 1, x0 + 1);
+    const fy = sy - y0, fx = sx - x0, v = (yy, xx) => map.values[yy * map.w + xx];
+    out[y * W + x] = (v(y0, x0) * (1 - fx) + v(y0, x1) * fx) * (1 - fy) + (v(y1, x0) * (1 - fx) + v(y1, x1) * fx) * fy;
+  }
+  return out;
+}
+
+// a word's map at one step over some layers, the way DAAM adds them up, drawn on a canvas
+function mapCanvas(step, layers, word) {
+  const spans = RUN.maps.words.filter(([w]) => w === word); if (!spans.length || !layers.length) return null;
+  const rows = spans.flatMap(([, r]) => r);
+  const H = Math.max(...RUN.maps.layers.map((l) => l.height)), W = Math.max(...RUN.maps.layers.map((l) => l.width));
+  const total = new Float32Array(H * W);
+  for (const k of layers) resize(layerMap(step, k, rows), H, W).forEach((v, i) => { total[i] += v; });
+  const top = Math.max(...total) || 1;
+  const canvas = el("canvas", { width: String(W), height: String(H), cls: "heat" });
+  const ctx = canvas.getContext("2d"); const img = ctx.createImageData(W, H);
+  total.forEach((v, i) => { const c = heatColour(v / top); img.data.set([...c, 255], i * 4); });
+  ctx.putImageData(img, 0, 0);
+  return canvas;
+}
+
+// the map over the predicted clean image of that step
+function overlay(step, layers, word, caption) {
+  const canvas = mapCanvas(step, layers, word); if (!canvas) return null;
+  const x0 = RUN.guidance[step] && RUN.guidance[step].x0;
+  const box = el("div", { cls: "overlay" });
+  if (x0) box.append(el("img", { src: x0, alt: "x0 at this step" }));
+  box.append(canvas);
+  return el("figure", { cls: "map" }, box, el("figcaption", { text: caption }));
+}
+
+function wordPicker(onchange) {
+  const select = el("select", { id: "run-word", "aria-label": "word of the prompt" });
+  for (const [w] of RUN.maps.words) select.append(el("option", { value: w, text: w }));
+  select.value = state.word; select.onchange = () => { state.word = select.value; onchange(); };
+  return el("label", { cls: "picker" }, el("span", { text: "word " }), select);
+}
+
+function stepSlider(id, onchange) {
+  const slider = el("input", { type: "range", min: "0", max: String(RUN.steps.length - 1), value: String(state.step), id, "aria-label": "denoising step" });
+  slider.oninput = () => { state.step = Number(slider.value); onchange(); };
+  return slider;
+}
+
+// a sparkline of one statistic over the steps, the current step marked
+function sparkline(values, current) {
+  const ns = "http://www.w3.org/2000/svg"; const W = 280, H = 48;
+  const svg = document.createElementNS(ns, "svg"); svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("class", "spark");
+  const known = values.filter((v) => v !== null); if (!known.length) return svg;
+  const lo = Math.min(...known), hi = Math.max(...known), span = hi - lo || 1;
+  const at = (i, v) => [4 + i * (W - 8) / Math.max(1, values.length - 1), H - 4 - (v - lo) / span * (H - 8)];
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", values.map((v, i) => v === null ? null : at(i, v).join(",")).filter(Boolean).join(" "));
+  const dot = document.createElementNS(ns, "circle"); const [cx, cy] = at(current, values[current] ?? lo);
+  dot.setAttribute("cx", cx); dot.setAttribute("cy", cy); dot.setAttribute("r", 3.5);
+  svg.append(line, dot);
+  return svg;
+}
+
+// in the architecture: a block's activity over the steps, and a cross-attention's map of the word
+function runInfo(component, n) {
+  if (!RUN || component !== "unet") return [];
+  const parts = [];
+  const stats = RUN.blocks[n.path];
+  if (stats) {
+    const std = stats.std[state.step];
+    parts.push(el("h3", { text: "In the run" }), el("div", { cls: "path", text: "output std at step " + state.step + ": " + (std === null ? "—" : std.toFixed(4)) }), sparkline(stats.std, state.step));
+  }
+  if (RUN.maps && state.word) {
+    const layers = RUN.maps.layers.map((l, k) => [l.path, k]).filter(([p]) => p === n.path || p.startsWith(n.path + ".")).map(([, k]) => k);
+    const shown = overlay(state.step, layers, state.word, "where '" + state.word + "' goes in " + (layers.length === 1 ? "this cross-attention" : layers.length + " cross-attention layers") + ", step " + state.step);
+    if (shown) parts.push(shown);
+  }
+  return parts;
+}
+
+function runBar() {
+  if (!RUN || state.tab !== "unet") return null;
+  const again = () => { if (state.infoKey) info(state.tab, state.infoKey); label.textContent = stepLabel(); };
+  const label = el("span", { cls: "path", text: stepLabel() });
+  const bar = el("div", { cls: "runbar" }, el("b", { text: "Run " }), el("span", { cls: "path", text: RUN.settings.prompt }), stepSlider("arch-step", again), label);
+  if (RUN.maps) bar.append(wordPicker(again));
+  return bar;
+}
+
+function stepLabel() {
+  const st = RUN.steps[state.step]; return "step " + state.step + " · timestep " + st.timestep;
+}
+
 function renderRun() {
-  const box = $("run"); box.replaceChildren(); const run = SD.run; if (!run) return;
-  const s = run.settings;
+  const box = $("run"); box.replaceChildren(); if (!RUN) return;
+  const s = RUN.settings;
   box.append(el("div", { cls: "prompt", text: s.prompt }));
   if (s.negative_prompt) box.append(el("div", { text: "negative prompt: " + s.negative_prompt }));
-  const meta = [s.model, s.scheduler.toUpperCase(), s.steps + " steps", "guidance " + s.guidance, s.width + "×" + s.height + " px", "seed " + s.seed].join(" · ");
+  const meta = [s.model, String(s.scheduler || "").toUpperCase(), s.steps + (s.steps === 1 ? " step" : " steps"), "guidance " + s.guidance, s.width + "×" + s.height + " px", "seed " + s.seed].join(" · ");
   box.append(el("div", { cls: "path", text: meta }));
   if (s.warning) box.append(el("p", { cls: "warn", text: s.warning[0].toUpperCase() + s.warning.slice(1) + "." }));
-  if (run.image) box.append(el("div", {}, el("img", { src: run.image, alt: "the generated image", id: "result" }), el("div", { cls: "path", text: "the image" })));
+  if (RUN.unet_calls) box.append(el("p", { cls: "path", text: RUN.unet_calls }));
+  if (RUN.image) box.append(el("div", {}, el("img", { src: RUN.image, alt: "the generated image", id: "result" }), el("div", { cls: "path", text: "the image" })));
+  renderTokens(box);
+  if (!RUN.steps.length) { box.append(el("p", { text: "This run recorded no step." })); return; }
+  box.append(el("h3", { text: "Steps" }));
+  const detail = el("div");
+  const img = el("img", { id: "preview", alt: "latent preview" });
+  const guidance = el("div", { cls: "guidance" });
+  const mapBox = el("div");
+  const update = () => { renderStep(detail, img, guidance, mapBox); };
+  box.append(stepSlider("step", update), el("div", { cls: "cols" }, el("div", {}, img, el("div", { cls: "path", text: "the latent after this step, mapped to RGB" })), detail));
+  box.append(el("h3", { text: "Guidance at this step" }), guidance);
+  if (RUN.maps) box.append(el("h3", { text: "Where a word goes" }), wordPicker(update), mapBox);
+  update();
+}
+
+function renderTokens(box) {
   box.append(el("h3", { text: "Tokens" }));
-  for (const t of run.tokens) {
+  for (const t of RUN.tokens) {
     const line = el("div", { cls: "tokens", "data-prompt": t.prompt });
     for (let i = 0; i < t.length; i++) {
-      const tok = t.tokens[i]; const span = el("span", { cls: tok.startsWith("<|") ? "special" : "" }, el("b", { text: tok.replace("</w>", "") }), el("i", { text: String(t.ids[i]) }));
-      line.append(span);
+      const tok = t.tokens[i];
+      line.append(el("span", { cls: tok.startsWith("<|") ? "special" : "" }, el("b", { text: tok.replace("</w>", "") }), el("i", { text: String(t.ids[i]) })));
     }
     line.append(el("span", { text: "+ " + (t.ids.length - t.length) + " padding = " + t.ids.length }));
     box.append(el("div", { cls: "path", text: t.prompt ? "prompt" : "negative prompt (empty)" }), line);
     if (t.dropped_count) box.append(el("p", { cls: "warn", text: t.dropped_count + " tokens dropped: " + t.dropped }));
   }
-  if (!run.steps.length) { box.append(el("p", { text: "This run recorded no step." })); return; }
-  box.append(el("h3", { text: "Steps" }));
-  const slider = el("input", { type: "range", min: "0", max: String(run.steps.length - 1), value: "0", id: "step", "aria-label": "denoising step" });
-  const img = el("img", { id: "preview", alt: "latent preview" });
-  const detail = el("div");
-  box.append(slider, el("div", { cls: "cols" }, el("div", {}, img, el("div", { cls: "path", text: "the latent after this step, mapped to RGB" })), detail));
-  const update = () => {
-    const st = run.steps[Number(slider.value)];
-    img.src = run.previews[st.index] || ""; img.hidden = !run.previews[st.index];
-    detail.replaceChildren();
-    detail.append(el("h2", { text: "Step " + st.index + " of " + run.steps.length + " · timestep " + st.timestep }));
-    detail.append(el("div", { cls: "path", text: st.seconds.toFixed(3) + " s" }));
-    const t = el("table", {}, el("tr", {}, el("th", { text: "seam" }), el("th", { text: "shape" })));
-    const names = { latent_in: "latent in", unet_input: "UNet input (classifier-free guidance)", noise_pred: "noise prediction", guided: "guided prediction", latent_out: "latent out" };
-    for (const k of Object.keys(names)) if (st.shapes[k]) t.append(el("tr", {}, el("td", { text: names[k] }), el("td", { cls: "stat", text: shape(st.shapes[k]) })));
-    detail.append(t);
-    const ls = st.latent_stats;
-    detail.append(el("div", { cls: "stat", text: "latent mean " + ls.mean.toFixed(4) + " · std " + ls.std.toFixed(4) + " · min " + ls.min.toFixed(3) + " · max " + ls.max.toFixed(3) }));
-  };
-  slider.oninput = update; update();
+}
+
+function renderStep(detail, img, guidance, mapBox) {
+  const k = state.step; const st = RUN.steps[k];
+  img.src = RUN.previews[k] || ""; img.hidden = !RUN.previews[k];
+  detail.replaceChildren(el("h2", { text: "Step " + k + " of " + RUN.steps.length + " · timestep " + st.timestep }), el("div", { cls: "path", text: st.seconds.toFixed(3) + " s" }));
+  const t = el("table", {}, el("tr", {}, el("th", { text: "seam" }), el("th", { text: "shape" })));
+  const names = { latent_in: "latent in", unet_input: "UNet input (classifier-free guidance)", noise_pred: "noise prediction", guided: "guided prediction", latent_out: "latent out" };
+  for (const key of Object.keys(names)) if (st.shapes[key]) t.append(el("tr", {}, el("td", { text: names[key] }), el("td", { cls: "stat", text: shape(st.shapes[key]) })));
+  const ls = st.latent_stats;
+  detail.append(t, el("div", { cls: "stat", text: "latent mean " + ls.mean.toFixed(4) + " · std " + ls.std.toFixed(4) + " · min " + ls.min.toFixed(3) + " · max " + ls.max.toFixed(3) }));
+  guidance.replaceChildren();
+  const captions = { uncond: "unconditional noise prediction", cond: "conditional noise prediction", guided: "guided: uncond + " + RUN.settings.guidance + " · (cond − uncond)", x0: "x0: the clean image it predicts" };
+  for (const [part, caption] of Object.entries(captions)) {
+    const src = RUN.guidance[k] && RUN.guidance[k][part];
+    if (src) guidance.append(el("figure", { "data-part": part }, el("img", { src, alt: caption }), el("figcaption", { text: caption })));
+  }
+  mapBox.replaceChildren();
+  if (RUN.maps && state.word) {
+    const shown = overlay(k, RUN.maps.layers.map((l, i) => i), state.word, "'" + state.word + "' over every cross-attention layer, step " + k);
+    if (shown) mapBox.append(shown);
+  }
 }
 
 if (SD.run) document.querySelector('#tabs button[data-tab="run"]').hidden = false;

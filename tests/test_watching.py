@@ -1,0 +1,187 @@
+"""Watching values, not only shapes: block activity, cross-attention maps, guidance previews, on a real
+diffusers pipeline (the tiny preset: random weights, real tensors), a user's own pipeline, the limits
+of each scheduler, and what happens when the pipeline fails."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from explorer.cli import app
+from explorer.runs import load_run
+from explorer.watching import GenerationError, Settings, generate
+
+runner = CliRunner()
+PROMPT = "a lighthouse at dusk"
+
+
+def tiny(**kw) -> Settings:
+    return Settings(**{"prompt": PROMPT, "model": "tiny", "steps": 3, "seed": 42, **kw})
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mapped")
+    generate(tiny(attention_maps=True, decode_every=2), out)
+    return load_run(out)
+
+
+def test_every_step_has_block_activity_and_skip_norms(mapped):
+    record = mapped.record
+    assert "down_blocks.1" in record["blocks"] and "down_blocks.1.resnets.0" in record["blocks"]
+    assert not any(p.count(".") > 3 for p in record["blocks"])  # depth 2: blocks and their layers only
+    for step in mapped.steps:
+        stats = step["blocks"]["down_blocks.1"]
+        assert set(stats) == {"mean", "std", "abs"} and stats["std"] > 0 and stats["abs"] >= abs(stats["mean"])
+        assert step["skips"]["conv_in"] > 0 and "down_blocks.0[0]" in step["skips"]
+    assert len(mapped.blocks["down_blocks.1"]["std"]) == len(mapped.steps)
+
+
+def test_the_pndm_extra_call_is_explained(mapped):
+    assert mapped.record["total_steps"] == 4
+    assert "3 steps asked, 4 UNet calls" in mapped.record["unet_calls"]
+    assert "average of the two" in mapped.record["unet_calls"]
+
+
+def test_guidance_previews_and_decodes(mapped):
+    for part in ("uncond", "cond", "guided"):
+        assert mapped.noise(part, 1).size[0] >= 64
+    assert mapped.x0(3).size == mapped.latent(3).size
+    assert mapped.decoded(0).size == (64, 64) and mapped.decoded(2).size == (64, 64)
+    with pytest.raises(Exception, match="decode-every"):
+        mapped.decoded(1)
+
+
+def test_maps_per_layer_and_word(mapped):
+    tokens = mapped.map_tokens
+    assert tokens[0] == "<|startoftext|>" and tokens[-1] == "<padding>" and "lighthouse" in "".join(tokens)
+    layers = mapped.map_layers
+    assert all(layer["path"].endswith("attn2") for layer in layers)
+    assert {layer["height"] for layer in layers} == {8, 4, 2, 1}  # tiny: 8x8 latents; the mid block at 1x1
+    maps = mapped.maps(0)
+    assert len(maps) == len(layers) and all(m.shape[0] == len(tokens) for m in maps)
+    # each query's weights over the kept rows (its tokens and all padding together) sum to 1
+    assert np.allclose(sum(m.sum(axis=0) for m in maps[:1]), 1.0, atol=0.02)
+    word = mapped.attention("lighthouse")
+    assert word.shape == (8, 8) and abs(word.sum() - 1) < 1e-5
+    one = mapped.attention("dusk", step=2, resolution=4)
+    assert one.shape == (8, 8) and abs(one.sum() - 1) < 1e-5
+    assert not np.allclose(word, mapped.attention("dusk"))
+
+
+def test_maps_errors_teach(mapped, tmp_path):
+    with pytest.raises(Exception, match="its words are a, lighthouse, at, dusk"):
+        mapped.attention("castle")
+    with pytest.raises(Exception, match="resolution must be one of 1, 2, 4, 8"):
+        mapped.attention("dusk", resolution=16)
+    plain = generate(tiny(steps=1), tmp_path / "plain")
+    with pytest.raises(Exception, match="--attention-maps"):
+        load_run(plain.out).attention("dusk")
+
+
+def test_explore_maps_figure_json_and_text(mapped, tmp_path):
+    figure = tmp_path / "dusk.png"
+    result = runner.invoke(app, ["maps", str(mapped.folder), "--word", "dusk", "-o", str(figure)])
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    assert Image.open(figure).size[0] > 3 * 192  # overall + 4 resolutions
+    result = runner.invoke(app, ["maps", str(mapped.folder), "--word", "dusk", "--json", "--step", "1"])
+    data = json.loads(result.stdout)
+    assert abs(sum(map(sum, data["overall"])) - 1) < 1e-3 and set(data["by_resolution"]) == {"8", "4", "2", "1"}
+    result = runner.invoke(app, ["maps", str(mapped.folder), "--word", "dusk"])
+    assert "'dusk'" in result.stdout and "left" in result.stdout
+    result = runner.invoke(app, ["maps", str(mapped.folder), "--word", "castle"])
+    assert result.exit_code == 2 and "its words are" in result.stderr and "Traceback" not in result.output
+
+
+def test_watching_changes_nothing_bit_for_bit(tmp_path):
+    """The same pipeline, the same seed: unwatched, then with every watcher on."""
+    import torch
+
+    from explorer.watching import build_pipeline, watch
+
+    built = build_pipeline(tiny())
+
+    def image():
+        return np.asarray(built.pipe(PROMPT, num_inference_steps=3, generator=torch.Generator().manual_seed(5)).images[0])
+
+    plain = image()
+    with watch(built.pipe, tmp_path / "w", attention_maps=True, decode_every=1) as run:
+        watched = image()
+    assert np.array_equal(plain, watched)
+    assert len(run.steps) == 4 and run.has_maps
+    assert not built.pipe.unet._forward_hooks and "step" not in vars(built.pipe.scheduler)
+
+
+def test_a_users_own_pipeline(tmp_path, tiny_folder):
+    from diffusers import StableDiffusionPipeline
+
+    import explorer
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_folder))
+    pipe.set_progress_bar_config(disable=True)
+    with explorer.watch(pipe, tmp_path / "mine", attention_maps=True) as run:
+        pipe("a red fox", num_inference_steps=2, height=64, width=64)
+    assert run.record["status"] == "done" and run.prompt == "a red fox"
+    assert run.attention("fox").shape == (8, 8)
+    assert explorer.trace(pipe.unet).total_params == sum(p.numel() for p in pipe.unet.parameters())
+    with pytest.raises(Exception, match="StableDiffusionPipeline"):
+        with explorer.watch(object(), tmp_path / "x"):
+            pass
+
+
+def test_maps_are_skipped_with_a_warning_for_other_processors(tmp_path):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from explorer.watching import build_pipeline, watch
+
+    class Custom(AttnProcessor2_0):  # not one the recording processor reproduces
+        pass
+
+    built = build_pipeline(tiny())
+    built.pipe.unet.set_attn_processor(Custom())
+    with watch(built.pipe, tmp_path / "custom", attention_maps=True) as run:
+        built.pipe(PROMPT, num_inference_steps=1)
+    assert not run.has_maps and "maps are skipped" in run.record["warnings"][0]
+    assert run.steps[0]["blocks"]
+
+
+@pytest.mark.parametrize("scheduler, limit", [("pndm", 999), ("ddim", 999), ("euler", 1000)])
+def test_each_scheduler_knows_its_limit(tmp_path, scheduler, limit):
+    from explorer.specs import SD15
+    from explorer.watching import max_steps
+
+    assert max_steps(scheduler, dict(SD15.scheduler)) == limit
+    result = runner.invoke(app, ["generate", "-p", "x", "--model", "tiny", "--scheduler", scheduler,
+                                 "--steps", str(limit + 1), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and f"between 1 and {limit}" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_pndm_runs_its_maximum(tmp_path):
+    result = generate(tiny(steps=999, guidance=1.0, watch_depth=0), tmp_path)
+    record = json.loads((tmp_path / "trace.json").read_text())
+    assert result.watch.status == "done" and len(record["steps"]) == 1000
+
+
+def test_a_failing_pipeline_is_one_sentence_and_keeps_its_steps(tmp_path, monkeypatch):
+    from explorer import watching
+
+    original = watching.Watcher._finish_step
+
+    def fail_at_step_2(self, *args):
+        if len(self.recording.steps) == 2:
+            raise RuntimeError("the GPU caught fire\nsecond line")
+        original(self, *args)
+
+    monkeypatch.setattr(watching.Watcher, "_finish_step", fail_at_step_2)
+    with pytest.raises(GenerationError, match=r"failed at step 2 \(RuntimeError: the GPU caught fire\); 2 steps were done"):
+        generate(tiny(), tmp_path / "g")
+    record = json.loads((tmp_path / "g" / "trace.json").read_text())
+    assert record["status"] == "failed" and len(record["steps"]) == 2 and "caught fire" in record["error"]
+    result = runner.invoke(app, ["generate", "-p", "x", "--model", "tiny", "--steps", "3", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 1 and "failed at step 2" in result.stderr and "Traceback" not in result.output

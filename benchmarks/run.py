@@ -100,56 +100,80 @@ def bench_init(repeats: int) -> list[dict]:
 # -- watching: the same pipeline with and without the watchers ------------------------------------------------
 
 WATCH = """
-import json, statistics, sys, tempfile, time
+import json, tempfile, time
 from pathlib import Path
 import torch
-from explorer.watching import Settings, Watch, build_pipeline, watch_pipeline
+from explorer.watching import Settings, build_pipeline, watch
 
-size, steps, repeats = {size}, {steps}, {repeats}
-settings = Settings(prompt="a lighthouse at dusk", steps=steps, height=size, width=size)
-built = build_pipeline(settings)
-pipe = built.pipe
+model, size, steps, repeats = {model!r}, {size}, {steps}, {repeats}
+settings = Settings(prompt="a red circle on the left", model=model, steps=steps, height=size, width=size)
+pipe = build_pipeline(settings).pipe
 
-def run(watched):
-    undo = []
-    kwargs = {{}}
-    if watched:
-        out = Path(tempfile.mkdtemp())
-        watch = Watch(settings=settings, out=out)
-        callback, undo = watch_pipeline(pipe, watch, watch.write, compare=False)
-        kwargs["callback_on_step_end"] = callback
-    start = time.perf_counter()
-    with torch.no_grad():
-        pipe(prompt=settings.prompt, num_inference_steps=steps, height=size, width=size,
-             generator=torch.Generator().manual_seed(0), output_type="latent", **kwargs)
-    seconds = time.perf_counter() - start
-    for u in reversed(undo):
-        u()
+def run(side):
+    def call():
+        with torch.no_grad():
+            pipe(prompt=settings.prompt, num_inference_steps=steps, height=size, width=size,
+                 generator=torch.Generator().manual_seed(0), output_type="latent")
+    if side == "plain":
+        start = time.perf_counter(); call(); return time.perf_counter() - start
+    with watch(pipe, Path(tempfile.mkdtemp()), attention_maps=side == "maps") as run_:
+        start = time.perf_counter(); call(); seconds = time.perf_counter() - start
     return seconds
 
-run(False)  # warm-up: first calls allocate
-plain, watched = [], []
-for k in range(repeats):  # a b, b a, ...: neither side always goes first
-    for side in ((False, True) if k % 2 == 0 else (True, False)):
-        (watched if side else plain).append(run(side))
-print(json.dumps({{"plain": plain, "watched": watched, "steps": len(pipe.scheduler.timesteps)}}))
+run("plain"); run("maps")  # warm-up: first calls allocate
+sides = ("plain", "watched", "maps")
+times = {{s: [] for s in sides}}
+for k in range(repeats):  # rotate the order: no side always goes first
+    for side in sides[k % 3:] + sides[: k % 3]:
+        times[side].append(run(side))
+print(json.dumps({{**times, "steps": len(pipe.scheduler.timesteps)}}))
+"""
+
+MAPS_SIZE = """
+import json, tempfile
+from pathlib import Path
+from explorer.watching import Settings, generate
+out = Path(tempfile.mkdtemp())
+generate(Settings(prompt="a lighthouse on a cliff at dusk", steps={steps}, height=512, width=512, attention_maps=True,
+                  watch_depth=0), out)
+sizes = [p.stat().st_size for p in sorted((out / "maps").glob("*.npz"))]
+print(json.dumps({{"bytes": sizes}}))
 """
 
 
-def bench_watch(size: int, steps: int, repeats: int) -> list[dict]:
-    r = python(WATCH.format(size=size, steps=steps, repeats=repeats))
-    plain, watched = statistics.median(r["plain"]), statistics.median(r["watched"])
+def bench_watch(model: str, size: int, steps: int, repeats: int) -> list[dict]:
+    r = python(WATCH.format(model=model, size=size, steps=steps, repeats=repeats))
+    plain = statistics.median(r["plain"])
     n = r["steps"]
-    return [
-        {
-            "what": f"explore generate, one denoising step (SD1.5, random weights, {size}x{size}, batch 2)",
+    rows = []
+    for side, what, target in (
+        ("watched", "block activity, guidance and latent previews", "≤ 1.03×"),
+        ("maps", "the same and the cross-attention maps", "≤ 1.15×"),
+    ):
+        rows.append({
+            "what": f"one denoising step watched: {what} ({model}, {size}x{size}, guidance 7.5)",
             "peer": "the same diffusers pipeline, unwatched",
-            "ours": watched / n,
+            "ours": statistics.median(r[side]) / n,
             "theirs": plain / n,
-            "note": f"median of {repeats} runs of {n} steps each",
-            "target": "≤ 1.03×",
-        }
-    ]
+            "note": f"median of {repeats} runs of {n} UNet calls each",
+            "target": target,
+        })
+    return rows
+
+
+def bench_maps_size(steps: int) -> list[dict]:
+    """The maps of one SD1.5 step at 512 px on disk (random weights), times 50 steps."""
+    r = python(MAPS_SIZE.format(steps=steps))
+    per_step = statistics.median(r["bytes"])
+    return [{
+        "what": "cross-attention maps of a 50-step SD1.5 run at 512x512 on disk (8 tokens + padding)",
+        "peer": "",
+        "ours": 50 * per_step / 1e6,
+        "theirs": 0.0,
+        "unit": "MB",
+        "target": "under 50 MB",
+        "note": f"{per_step / 1e6:.2f} MB per step, measured on {len(r['bytes'])} steps (random weights), × 50",
+    }]
 
 
 # -- exploring: explore unet --depth 3 against torchinfo ---------------------------------------------------------
@@ -398,7 +422,10 @@ def main() -> None:
     print("explore unet --depth 3 against torchinfo …", flush=True)
     rows += bench_explore(repeats)
     print("watching overhead …", flush=True)
-    rows += bench_watch(128 if args.quick else 256, 4 if args.quick else 8, 2 if args.quick else 4)
+    rows += bench_watch("sd15", 128 if args.quick else 256, 2 if args.quick else 4, 3 if args.quick else 6)
+    rows += bench_watch("micro", 64, 20, 3 if args.quick else 9)
+    print("the maps' size on disk …", flush=True)
+    rows += bench_maps_size(1 if args.quick else 2)
     print("a whole random-weights generation …", flush=True)
     rows += bench_generation_process(repeats)
     print("random-weights build …", flush=True)

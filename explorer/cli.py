@@ -475,6 +475,19 @@ def html(
         err.print(f"Wrote {page}: open it in a browser.", style="dim", highlight=False)
 
 
+def _stopped(exc: BaseException, debug: bool) -> None:
+    """Ctrl-C before the first step: exit 130. A failed pipeline: its sentence, exit 1 (the traceback
+    with --debug or SD_EXPLORER_DEBUG=1)."""
+    if isinstance(exc, KeyboardInterrupt):
+        err.print("Interrupted before the first step: nothing was generated.", style="yellow")
+        raise typer.Exit(130) from None
+    if debug or os.environ.get("SD_EXPLORER_DEBUG"):
+        raise exc
+    err.print(f"[bold red]Error:[/] {exc} The steps done are in its trace.json; --debug shows the traceback.",
+              highlight=False)
+    raise typer.Exit(1) from None
+
+
 def _run_model(record: dict) -> str | None:
     """The model a run used, when the explorer can load it again by that name (a preset, micro, a folder)."""
     from explorer.loading import SHIPPED
@@ -513,9 +526,8 @@ def generate(
     """Generate an image with a real diffusers StableDiffusionPipeline, watching every step: the shapes at
     its seams, how active each block is, what guidance does, and (--attention-maps) where each word goes.
 
-    A preset (sd15, tiny) runs with random weights: the architecture and every shape are real, the
-    image is noise. micro (trained on coloured shapes, shipped with sd-explorer), a diffusers folder, a
-    .safetensors file or a hub id gives a real image.
+    sd15 and tiny run random weights (real shapes, an image of noise); micro (trained on coloured shapes,
+    shipped), a diffusers folder, a .safetensors file or a hub id gives a real image.
     """
     with user_errors():
         from explorer.views.live import LiveDisplay, compare_view, summary
@@ -529,17 +541,9 @@ def generate(
         try:
             display.status.start()
             result = run_generation(settings, out_dir or default_out(prompt), compare=compare, **display.callbacks())
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, GenerationError) as exc:
             display.stop()
-            err.print("Interrupted before the first step: nothing was generated.", style="yellow")
-            raise typer.Exit(130) from None
-        except GenerationError as exc:
-            display.stop()
-            if debug or os.environ.get("SD_EXPLORER_DEBUG"):
-                raise
-            err.print(f"[bold red]Error:[/] {exc} The steps done are in its trace.json; --debug shows the traceback.",
-                      highlight=False)
-            raise typer.Exit(1) from None
+            _stopped(exc, debug)
         display.stop(result.watch)
         out.print(summary(result.watch, result.interrupted))
         if compare:

@@ -117,6 +117,31 @@ def evaluate(
     return Evaluation(model, steps, seeds, tuple(samples), round(time.perf_counter() - started, 1))
 
 
+HALVES = {"left": "left", "right": "right", "top": "top", "bottom": "bottom"}  # "in the middle" names no half
+
+
+def attention_mass(model: str = "micro", seeds: int = 2, specs: list[Spec] | None = None, steps: int = STEPS) -> list[dict]:
+    """For each prompt "a <colour> <shape> <position>" (every combination whose position names a
+    half, by default) and seed: the share of the shape word's aggregated cross-attention map that
+    lies in the half the prompt asks for. Generated watched, with --attention-maps."""
+    import tempfile
+
+    from explorer.runs import load_run
+    from explorer.views.maps import halves
+    from explorer.watching import Settings, generate as watched
+
+    specs = specs or [Spec(*c) for c in all_combinations() if c[2] in HALVES]
+    rows = []
+    for spec in specs:
+        for seed in range(seeds):
+            out = Path(tempfile.mkdtemp(prefix="micro-maps-"))
+            watched(Settings(prompt=prompt(spec), model=model, seed=seed, steps=steps, attention_maps=True,
+                             watch_depth=0), out)
+            mass = halves(load_run(out).attention(spec.shape))[HALVES[spec.position]]
+            rows.append({"prompt": prompt(spec), "seed": seed, "position": spec.position, "mass": mass})
+    return rows
+
+
 def to_markdown(result: Evaluation) -> str:
     """The evaluation table, in Markdown."""
     lines = [
@@ -158,6 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
 
+    from rich.console import Console
+
+    from explorer.errors import ExplorerError
+
     parser = argparse.ArgumentParser(
         prog="python -m explorer.micro.evaluate",
         description="Generate every colour x shape x position with a micro model and judge the images.",
@@ -169,25 +198,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", type=Path, help="also write seed 0's images at guidance 7.5 as a PNG contact sheet")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args(argv)
-    run_cli(args, json)
-
-
-def run_cli(args, json) -> None:
-    from rich.console import Console
-    from rich.progress import Progress
-
-    from explorer.errors import ExplorerError
-
-    err = Console(stderr=True)
+    err = Console(stderr=True, highlight=False)
     try:
         if args.seeds < 1 or args.steps < 1:
             raise ExplorerError("--seeds and --steps must be 1 or more.")
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("Generating and judging", total=None)
-            result = evaluate(args.model, seeds=args.seeds, steps=args.steps,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+        result = _evaluate_with_progress(args, err)
     except ExplorerError as exc:
-        err.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]Error:[/] {exc}")
         raise SystemExit(2) from None
     text = to_markdown(result)
     print(json.dumps(result.summary(), indent=1) if args.json else text)
@@ -197,6 +214,15 @@ def run_cli(args, json) -> None:
         specs = [Spec(*c) for c in all_combinations()]
         images = generate(load_pipeline(args.model), [prompt(s) for s in specs], [0] * len(specs), 7.5, args.steps)
         grid(images, specs).save(args.grid)
+
+
+def _evaluate_with_progress(args, err) -> Evaluation:
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("Generating and judging", total=None)
+        return evaluate(args.model, seeds=args.seeds, steps=args.steps,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 Two stages, as Stable Diffusion was made:
 
-1. **the VAE** learns to compress a 64x64 image into a 16x16x4 latent and back (L1 reconstruction,
-   plus a KL term weighted 1e-6 as in SD's autoencoder training). Then its scaling factor is
+1. **the VAE** learns to compress a 64x64 image into a 16x16x4 latent and back (L1 plus squared
+   reconstruction error, and a KL term weighted 1e-6 as in SD's autoencoder training). Then its scaling factor is
    measured: 1 / the standard deviation of the latents, the way SD's 0.18215 was found;
 2. **the UNet and the text encoder together** learn to predict the noise added to a latent
    (the usual ε-prediction loss, SD1.5's 1000-step noise schedule), the caption replaced by the empty
-   prompt one time in ten so that classifier-free guidance works. EMA weights (diffusers' `EMAModel`)
+   prompt one time in five so that classifier-free guidance works. EMA weights (diffusers' `EMAModel`)
    are what is saved.
 
 Everything random comes from the seed: step k of a stage draws its images, captions, noise and
@@ -33,9 +33,12 @@ from typing import Any, Callable
 
 from explorer.errors import ExplorerError
 
-PROMPT_DROPOUT = 0.1  # share of captions replaced by "" (classifier-free guidance)
+PROMPT_DROPOUT = 0.2  # share of captions replaced by "" (classifier-free guidance; SD1.5 used 0.1)
 KL_WEIGHT = 1e-6  # as in SD's autoencoder (kl_weight 1e-6)
 CHECKPOINT_EVERY = 250  # steps
+TOKEN_STD = 1.0  # the text encoder's token embeddings start at this standard deviation (see build_models)
+LATENT_CHANNELS = 4
+LOGVAR_START = -8.0  # the VAE posterior's log-variance at the start of training (see build_models)
 
 
 @dataclass
@@ -47,28 +50,31 @@ class Plan:
     vae_steps: int = 1500
     vae_batch: int = 16
     vae_lr: float = 1e-3
-    text_steps: int = 400
-    text_batch: int = 64
-    text_lr: float = 1e-3
-    unet_steps: int = 4500
+    unet_steps: int = 6000
     unet_batch: int = 32
     unet_lr: float = 1e-3
     ema_decay: float = 0.999
-    timestep_power: float = 1.0  # timesteps drawn as T·u^(1/power): 1 uniform (SD1.5), 2 more high-noise steps
-    loss_weight_cap: float = 1.0  # weight of a step's loss: min(max(1, 1/SNR), cap); 1 = unweighted (SD1.5)
+    # Where a shape goes and its colour are decided in the first, noisiest steps. SD1.5 drew timesteps
+    # uniformly and weighted every step's loss alike, with a million times our compute; here the
+    # noisy end gets more of both (for SD1.5's behaviour: --timestep-power 1 --loss-weight-cap 1).
+    timestep_power: float = 2.0  # timesteps drawn as T·u^(1/power): 1 uniform, 2 twice as many near T as near 0
+    loss_weight_cap: float = 20.0  # a step's loss weighted min(max(1, 1/SNR), cap): toward the clean image's error
+    # ...for this share of the UNet steps; the rest draw timesteps uniformly and weight them alike, as SD
+    # did, so that the nearly clean steps (where guidance multiplies any error by 7.5) are learned too.
+    focus_share: float = 0.6
     warmup: int = 100
     evaluate_seeds: int = 1  # seeds per combination in the final evaluation (0: skip it)
     device: str = "cpu"  # where to train ("cuda" on a GPU); the data and every random draw stay on the CPU
 
     def check(self) -> None:
-        for name in ("vae_steps", "unet_steps", "vae_batch", "unet_batch", "text_batch"):
+        for name in ("vae_steps", "unet_steps", "vae_batch", "unet_batch"):
             if getattr(self, name) < 1:
                 raise ExplorerError(f"{name.replace('_', '-')} must be 1 or more, got {getattr(self, name)}.")
-        if self.text_steps < 0:
-            raise ExplorerError(f"text-steps must be 0 or more, got {self.text_steps}.")
-        for name in ("vae_lr", "unet_lr", "text_lr"):
+        for name in ("vae_lr", "unet_lr"):
             if not 0 < getattr(self, name) < 1:
                 raise ExplorerError(f"{name.replace('_', '-')} must be between 0 and 1, got {getattr(self, name)}.")
+        if not 0 <= self.focus_share <= 1:
+            raise ExplorerError(f"focus-share must be between 0 and 1, got {self.focus_share}.")
 
 
 @dataclass
@@ -76,7 +82,6 @@ class History:
     """Loss per step of each stage, and the seconds each stage took."""
 
     vae: list[float] = field(default_factory=list)
-    text: list[float] = field(default_factory=list)
     unet: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -85,7 +90,7 @@ def step_generator(seed: int, stage: str, step: int):
     """The generator of one step: everything random in it comes from here."""
     import torch
 
-    return torch.Generator().manual_seed(seed * 1_000_003 + {"vae": 1, "unet": 2, "scale": 3, "text": 4}[stage] * 100_000_007 + step)
+    return torch.Generator().manual_seed(seed * 1_000_003 + {"vae": 1, "unet": 2, "scale": 3}[stage] * 100_000_007 + step)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -126,11 +131,14 @@ def _caption_ids(caption: str) -> list[int]:
 
 
 def vae_loss(vae, images, generator):
-    """L1 reconstruction per pixel value, plus the KL divergence from N(0, I) weighted as in SD's
-    autoencoder (both summed over the image there; here both divided by its size)."""
+    """L1 plus squared reconstruction error per pixel value (SD adds a perceptual and an adversarial
+    loss; the squared term is our simple stand-in for "a whole shape of the wrong colour is much
+    worse than a soft edge"), plus the KL divergence from N(0, I) weighted as in SD's autoencoder
+    (summed over the image there; here divided by its size)."""
     posterior = vae.encode(images).latent_dist  # (N, 4, 16, 16) mean and log-variance
     decoded = vae.decode(posterior.sample(generator=generator)).sample  # (N, 3, 64, 64)
-    reconstruction = (decoded - images).abs().mean()
+    error = decoded - images
+    reconstruction = error.abs().mean() + (error**2).mean()
     return reconstruction + KL_WEIGHT * posterior.kl().mean() / images[0].numel()
 
 
@@ -138,24 +146,43 @@ def train_vae(vae, plan: Plan, state: dict, history: History, progress: Callable
     import torch
 
     optimizer = torch.optim.AdamW(vae.parameters(), lr=plan.vae_lr, weight_decay=0.0)
+
+    def loss_of(step, generator):
+        images, _ = image_batch(plan.vae_batch, generator, plan.device)
+        return vae_loss(vae, images, generator)
+
+    vae.train()
+    train_steps("vae", plan, state, history, progress, optimizer, loss_of)
+    vae.eval()
+
+
+def train_steps(stage: str, plan: Plan, state: dict, history: History, progress: Callable, optimizer,
+                loss_of: Callable, clip: list | None = None, after: Callable[[], None] = lambda: None) -> None:
+    """The loop both stages share: from the step the history has reached (a resumed run) to the
+    plan's last, each step seeded on its own, its learning rate set, one optimizer step taken, its
+    loss kept; a checkpoint every CHECKPOINT_EVERY steps."""
+    import torch
+
     if state.get("optimizer"):
         optimizer.load_state_dict(state["optimizer"])
-    vae.train()
-    for step in range(len(history.vae), plan.vae_steps):
-        generator = step_generator(plan.seed, "vae", step)
-        images, _ = image_batch(plan.vae_batch, generator, plan.device)
+    losses = getattr(history, stage)
+    total, peak = getattr(plan, f"{stage}_steps"), getattr(plan, f"{stage}_lr")
+    for step in range(len(losses), total):
+        generator = step_generator(plan.seed, stage, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, plan.vae_steps, plan.vae_lr, plan.warmup)
-        loss = vae_loss(vae, images, generator)
+            group["lr"] = lr_at(step, total, peak, plan.warmup)
+        loss = loss_of(step, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(clip, 1.0)
         optimizer.step()
-        history.vae.append(round(loss.item(), 6))
+        after()
+        losses.append(round(loss.item(), 6))
         state["optimizer"] = optimizer.state_dict()
-        progress("vae", step + 1, history.vae[-1])
+        progress(stage, step + 1, losses[-1])
         if (step + 1) % CHECKPOINT_EVERY == 0:
             state["save"]()
-    vae.eval()
 
 
 def measure_scaling(vae, plan: Plan, count: int = 1024) -> float:
@@ -172,77 +199,11 @@ def measure_scaling(vae, plan: Plan, count: int = 1024) -> float:
     return round(1.0 / float(torch.cat(latents).std()), 5)
 
 
-# -- stage 2: the text encoder learns to tell captions apart --------------------------------------------
-
-
-def attribute_labels(specs) -> Any:
-    """(N, 4) class indices: colour, shape, position, size ("" counts as a third size)."""
-    import torch
-
-    from explorer.micro.data import COLOURS, POSITIONS, SHAPES
-
-    return torch.tensor(
-        [[list(COLOURS).index(s.colour), SHAPES.index(s.shape), list(POSITIONS).index(s.position),
-          ("small", "large", "").index(s.size)] for s in specs]
-    )
-
-
-def new_head(hidden: int):
-    """A linear head reading the caption's colour, shape, position and size off the text encoder's
-    pooled output: used only while training the text encoder, never saved."""
-    import torch
-
-    from explorer.micro.data import COLOURS, POSITIONS, SHAPES
-
-    return torch.nn.Linear(hidden, len(COLOURS) + len(SHAPES) + len(POSITIONS) + 3)
-
-
-def text_loss(text_encoder, head, captions, labels):
-    """Cross-entropy of each attribute, read from the pooled output (the end token's state)."""
-    import torch.nn.functional as F
-
-    from explorer.micro.data import COLOURS, POSITIONS, SHAPES
-
-    pooled = text_encoder(token_ids(captions).to(labels.device)).pooler_output  # (N, 32)
-    logits = head(pooled).split([len(COLOURS), len(SHAPES), len(POSITIONS), 3], dim=1)
-    return sum(F.cross_entropy(group, labels[:, k]) for k, group in enumerate(logits))
-
-
-def train_text(text_encoder, head, plan: Plan, state: dict, history: History, progress: Callable) -> None:
-    """SD's text encoder came pretrained (OpenAI's CLIP): its states for "left" and "right" differ
-    from the start. Ours learns that first, from the captions alone, so the UNet is not left
-    waiting for two words it cannot yet tell apart."""
-    import torch
-
-    from explorer.micro.data import random_specs
-
-    params = list(text_encoder.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=plan.text_lr, weight_decay=0.01)
-    if state.get("optimizer"):
-        optimizer.load_state_dict(state["optimizer"])
-    text_encoder.train()
-    for step in range(len(history.text), plan.text_steps):
-        generator = step_generator(plan.seed, "text", step)
-        specs, captions = random_specs(plan.text_batch, generator)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, plan.text_steps, plan.text_lr, plan.warmup)
-        loss = text_loss(text_encoder, head, captions, attribute_labels(specs).to(plan.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history.text.append(round(loss.item(), 6))
-        state["optimizer"] = optimizer.state_dict()
-        progress("text", step + 1, history.text[-1])
-        if (step + 1) % CHECKPOINT_EVERY == 0:
-            state["save"]()
-    text_encoder.eval()
-
-
-# -- stage 3: the UNet and the text encoder -----------------------------------------------------------
+# -- stage 2: the UNet and the text encoder -----------------------------------------------------------
 
 
 def unet_loss(unet, text_encoder, vae, noise_schedule, images, captions, generator, power=1.0, cap=1.0):
-    """ε-prediction loss of one batch; captions dropped to "" one time in ten."""
+    """ε-prediction loss of one batch; captions dropped to "" a PROMPT_DROPOUT share of the time."""
     import torch
 
     drop = torch.rand(len(captions), generator=generator) < PROMPT_DROPOUT
@@ -269,28 +230,22 @@ def train_unet(unet, text_encoder, vae, plan: Plan, state: dict, history: Histor
 
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=plan.unet_lr, weight_decay=0.01)
-    if state.get("optimizer"):
-        optimizer.load_state_dict(state["optimizer"])
     schedule = noise_schedule()
-    unet.train()
-    text_encoder.train()
-    for step in range(len(history.unet), plan.unet_steps):
-        generator = step_generator(plan.seed, "unet", step)
+
+    focused = round(plan.focus_share * plan.unet_steps)  # steps that favour the noisy end
+
+    def loss_of(step, generator):
         images, captions = image_batch(plan.unet_batch, generator, plan.device)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, plan.unet_steps, plan.unet_lr, plan.warmup)
-        loss = unet_loss(unet, text_encoder, vae, schedule, images, captions, generator, plan.timestep_power, plan.loss_weight_cap)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        power, cap = (plan.timestep_power, plan.loss_weight_cap) if step < focused else (1.0, 1.0)
+        return unet_loss(unet, text_encoder, vae, schedule, images, captions, generator, power, cap)
+
+    def averages() -> None:
         for ema, model in zip(state["ema"], (unet, text_encoder)):
             ema.step(model.parameters())
-        history.unet.append(round(loss.item(), 6))
-        state["optimizer"] = optimizer.state_dict()
-        progress("unet", step + 1, history.unet[-1])
-        if (step + 1) % CHECKPOINT_EVERY == 0:
-            state["save"]()
+
+    unet.train()
+    text_encoder.train()
+    train_steps("unet", plan, state, history, progress, optimizer, loss_of, clip=params, after=averages)
     unet.eval()
     text_encoder.eval()
 
@@ -316,7 +271,16 @@ def build_models(seed: int) -> dict[str, Any]:
 
     torch.manual_seed(seed)
     models = {c: build_fresh(c, MICRO.config(c)) for c in ("vae", "unet", "clip")}  # on the CPU; run() moves them
-    models["head"] = new_head(MICRO.config("clip")["hidden_size"])  # training's scaffolding, not saved
+    # SD's text encoder came pretrained (OpenAI's CLIP): "left" and "right" are far apart in it from
+    # the start. Ours starts from token embeddings of standard deviation TOKEN_STD (CLIP draws them at
+    # 0.02): words then stand out from the start, and the UNet can learn what "left" means instead of
+    # waiting for two nearly equal states to drift apart (at 0.02 it never learned the positions).
+    models["clip"].get_input_embeddings().weight.data.normal_(0.0, TOKEN_STD)
+    # A trained SD VAE encodes with a narrow posterior: a sample barely differs from the mean. A fresh
+    # one starts at log-variance 0 (standard deviation 1, larger than its latents), and with a KL
+    # weight of 1e-6 nothing pushes that down fast: the decoder learned from such noisy samples to
+    # blur red, orange and yellow into one another. Ours starts narrow: standard deviation e^-4 ≈ 0.02.
+    models["vae"].quant_conv.bias.data[LATENT_CHANNELS:] = LOGVAR_START
     return models
 
 
@@ -465,10 +429,6 @@ def run(plan: Plan, progress: Callable[[str, int, float], None] = lambda stage, 
         if stage == "vae":
             _timed(history, "vae", lambda: train_vae(models["vae"], plan, state, history, wrapped))
             models["vae"].register_to_config(scaling_factor=measure_scaling(models["vae"], plan))
-            stage, state["optimizer"] = "text", None
-            save()
-        if stage == "text":
-            _timed(history, "text", lambda: train_text(models["clip"], models["head"], plan, state, history, wrapped))
             stage, state["optimizer"], state["ema"] = "unet", None, new_ema(models, plan.ema_decay)
             save()
         _timed(history, "unet", lambda: train_unet(models["unet"], models["clip"], models["vae"], plan, state, history, wrapped))
@@ -517,12 +477,13 @@ def finish(plan: Plan, models: dict, history: History) -> dict:
         "plan": _settings(plan),
         "command": command_line(plan),
         "seconds": history.seconds,
-        "final_loss": {stage: _tail_mean(getattr(history, stage)) for stage in ("vae", "text", "unet")},
-        "loss": {"vae": history.vae, "text": history.text, "unet": history.unet},
+        "final_loss": {stage: _tail_mean(getattr(history, stage)) for stage in ("vae", "unet")},
+        "loss": {"vae": history.vae, "unet": history.unet},
     }
     from explorer.versions import package_versions
 
     info["versions"] = package_versions()
+    info["latent_rgb"] = latent_colours(models["vae"], plan)
     write_json(plan.out / "micro.json", info)
     plot_loss(history, plan.out / "loss.png")
     if plan.evaluate_seeds:
@@ -534,6 +495,19 @@ def finish(plan: Plan, models: dict, history: History) -> dict:
         write_json(plan.out / "micro.json", info)
     (plan.out / CHECKPOINT).unlink(missing_ok=True)
     return info
+
+
+def latent_colours(vae, plan: Plan) -> list[list[float]]:
+    """The latent -> RGB map for previews, fitted on this VAE's latents (SD1.x's does not fit ours)."""
+    import torch
+
+    from explorer.previews import fit_latent_rgb
+
+    generator = step_generator(plan.seed, "scale", 1)
+    images, _ = image_batch(256, generator)
+    with torch.no_grad():
+        latents = vae.encode(images).latent_dist.mean * vae.config.scaling_factor
+    return fit_latent_rgb(latents, images)
 
 
 def write_pipeline(folder: Path, models: dict) -> None:
@@ -555,6 +529,23 @@ def write_pipeline(folder: Path, models: dict) -> None:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
+    as_in_sd15(folder / "tokenizer")
+
+
+def as_in_sd15(tokenizer: Path) -> None:
+    """The tokenizer folder laid out as SD1.5's own: vocab.json and merges.txt (1.5 MB) instead of the
+    tokenizers library's tokenizer.json (3.6 MB, the same vocabulary and merges, which transformers
+    rebuilds from the two files when it loads them)."""
+    from explorer.files import write_atomic
+
+    fast = json.loads((tokenizer / "tokenizer.json").read_text(encoding="utf-8"))
+    write_atomic(tokenizer / "vocab.json", json.dumps(fast["model"]["vocab"], ensure_ascii=False).encode("utf-8"))
+    merges = [" ".join(pair) for pair in fast["model"]["merges"]]
+    write_atomic(tokenizer / "merges.txt", ("#version: 0.2\n" + "\n".join(merges) + "\n").encode("utf-8"))
+    config = json.loads((tokenizer / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("backend", None)
+    write_atomic(tokenizer / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+    (tokenizer / "tokenizer.json").unlink()
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -605,7 +596,7 @@ def plot_loss(history: History, path: Path) -> bool:
     from explorer.files import write_atomic
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
-    titles = {"vae": "1. VAE: L1 reconstruction (+ KL)", "unet": "2. UNet + text encoder: noise MSE"}
+    titles = {"vae": "1. VAE: L1 + squared reconstruction (+ KL)", "unet": "2. UNet + text encoder: noise MSE"}
     for ax, stage in zip(axes, ("vae", "unet")):
         values = getattr(history, stage)
         ax.plot(values, color="#c8d3e0", linewidth=0.6, label="per step")

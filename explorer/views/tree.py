@@ -236,7 +236,8 @@ def render(trace: Trace, hidden: int = 0) -> Group:
 
 def to_text(trace: Trace, width: int = 100, hidden: int = 0, color: bool = False) -> str:
     """The rendered tree as plain text (or with ANSI colours)."""
-    console = Console(width=width, record=True, file=_Null(), color_system="standard" if color else None)
+    console = Console(width=width, record=True, file=_Null(), color_system="standard" if color else None,
+                      force_jupyter=False)
     console.print(render(trace, hidden), overflow="ignore", crop=False, soft_wrap=True)
     return console.export_text(styles=color)
 
@@ -252,7 +253,8 @@ def notebook_bundle(trace: Trace) -> dict[str, str]:
         depth -= 1
         shown = trace.upto(depth)
     hidden = len(trace.nodes) - len(shown.nodes)
-    console = Console(width=120, record=True, file=_Null(), color_system="truecolor")
+    # force_jupyter=False: inside Jupyter rich would also display what it prints (the tree twice)
+    console = Console(width=120, record=True, file=_Null(), color_system="truecolor", force_jupyter=False)
     console.print(render(shown), overflow="ignore", crop=False, soft_wrap=True)
     if hidden:
         console.print(

@@ -253,7 +253,9 @@ function runInfo(component, n) {
     parts.push(el("h3", { text: "In the run" }), el("div", { cls: "path", text: "output std at step " + state.step + ": " + (std === null ? "—" : std.toFixed(4)) }), sparkline(stats.std, state.step));
   }
   if (RUN.maps && state.word) {
-    const layers = RUN.maps.layers.map((l, k) => [l.path, k]).filter(([p]) => p === n.path || p.startsWith(n.path + ".")).map(([, k]) => k);
+    // the cross-attention layers inside this block, or the one this step belongs to
+    const related = (p) => p === n.path || p.startsWith(n.path + ".") || (n.path || "").startsWith(p + ".");
+    const layers = RUN.maps.layers.map((l, k) => [l.path, k]).filter(([p]) => related(p)).map(([, k]) => k);
     const shown = overlay(state.step, layers, state.word, "where '" + state.word + "' goes in " + (layers.length === 1 ? "this cross-attention" : layers.length + " cross-attention layers") + ", step " + state.step);
     if (shown) parts.push(shown);
   }

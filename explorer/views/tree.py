@@ -236,8 +236,7 @@ def render(trace: Trace, hidden: int = 0) -> Group:
 
 def to_text(trace: Trace, width: int = 100, hidden: int = 0, color: bool = False) -> str:
     """The rendered tree as plain text (or with ANSI colours)."""
-    console = Console(width=width, record=True, file=_Null(), color_system="standard" if color else None,
-                      force_jupyter=False)
+    console = _recording_console(width, "standard" if color else None)
     console.print(render(trace, hidden), overflow="ignore", crop=False, soft_wrap=True)
     return console.export_text(styles=color)
 
@@ -253,14 +252,19 @@ def notebook_bundle(trace: Trace) -> dict[str, str]:
         depth -= 1
         shown = trace.upto(depth)
     hidden = len(trace.nodes) - len(shown.nodes)
-    # force_jupyter=False: inside Jupyter rich would also display what it prints (the tree twice)
-    console = Console(width=120, record=True, file=_Null(), color_system="truecolor", force_jupyter=False)
+    console = _recording_console(120, "truecolor")
     console.print(render(shown), overflow="ignore", crop=False, soft_wrap=True)
     if hidden:
         console.print(
             Text(f"{hidden:,} deeper nodes not shown: trace.upto({depth + 1}) or trace.subtree(path) shows them.", "dim")
         )
     return {"text/plain": console.export_text(clear=False), "text/html": console.export_html(inline_styles=True)}
+
+
+def _recording_console(width: int, color_system: str | None) -> Console:
+    """A console that only records what is printed, for export. force_jupyter=False: inside Jupyter
+    rich would also display what it prints (the tree twice)."""
+    return Console(width=width, record=True, file=_Null(), color_system=color_system, force_jupyter=False)
 
 
 class _Null:

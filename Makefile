@@ -21,6 +21,11 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/explore unet --depth 3
+	@echo
+	@echo "Next, each runnable as written:"
+	@echo "  $(BIN)/explore diagram unet --depth 1 -o unet.svg      # the U as a figure (Graphviz), open unet.svg"
+	@echo "  $(BIN)/pip install -e '.[notebooks]' && $(BIN)/jupyter lab notebooks/01_unet.ipynb   # the first walkthrough"
+	@echo '  $(BIN)/explore html site/ && $(BIN)/python -m webbrowser "file://$$PWD/site/index.html"   # the page: click into any block'
 
 test: install
 	$(BIN)/pytest -q

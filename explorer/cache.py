@@ -24,7 +24,7 @@ from explorer.files import write_atomic
 from explorer.record import Trace
 from explorer.versions import package_versions
 
-FORMAT = 1  # bump when what is stored changes
+FORMAT = 2  # bump when what is stored changes (2: output names)
 
 
 def cache_dir() -> Path:

@@ -7,6 +7,8 @@ figure of the article, one `.svg` and one `.dot` each.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -17,6 +19,7 @@ from explorer.files import write_file
 from explorer.record import Trace
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot"}
+FIT_PT = 540  # a figure wider than this (720 px) takes the width of the notebook's cell
 INSTALL = "install Graphviz: `apt install graphviz`, `brew install graphviz` or `conda install graphviz`"
 
 
@@ -42,7 +45,43 @@ class Diagram:
             raise GraphvizMissing(f"Graphviz's dot program is needed to draw {fmt.upper()}: {INSTALL}.") from exc
 
     def _repr_svg_(self) -> str:
-        return self.render("svg").decode()
+        return fitted(self.render("svg").decode())
+
+
+def fitted(svg: str) -> str:
+    """An SVG from Graphviz, made for notebooks, where it may be shown inline (nbconvert's HTML with
+    inline SVG, the classic notebook) or as an image (JupyterLab, nbconvert's default HTML, GitHub).
+
+    A figure wider than FIT_PT loses its fixed size and takes the width it is given, at most its
+    own; a narrower one keeps its size (it fits any notebook) and is scaled down if it must be.
+    Inline, a link in its corner opens it at full size and back (CSS `:target`, no script); as an
+    image the link is hidden (it could not be clicked) and the browser's "open image" gives the
+    full size."""
+    start = svg.index("<svg")
+    open_end = svg.index(">", start)
+    head = svg[start:open_end]
+    size = re.search(r'width="([\d.]+)pt" height="([\d.]+)pt"', head)
+    if size is None:
+        return svg
+    width = float(size.group(1))
+    figure_id = "sdx-" + hashlib.sha1(svg.encode()).hexdigest()[:10]
+    if width > FIT_PT:
+        head = head.replace(size.group(0), f'width="100%" style="max-width:{width:g}pt;height:auto"', 1)
+    else:
+        head = head.replace(size.group(0), f'{size.group(0)} style="max-width:100%;height:auto"', 1)
+    head = head.replace("<svg", f'<svg id="{figure_id}"', 1)
+    style = (
+        f"<style>#{figure_id}:target{{max-width:none!important;width:{width:g}pt}}"
+        f"#{figure_id}:target .sdx-full,#{figure_id}:not(:target) .sdx-fit,svg:root .sdx-link{{display:none}}"
+        ".sdx-link text{font:11px Helvetica,Arial,sans-serif;fill:#2f6db5;cursor:pointer}</style>"
+    )
+    x = f'x="{width - 4:g}" y="14" text-anchor="end"'
+    links = (
+        f'<a class="sdx-link sdx-full" href="#{figure_id}"><text {x}>full size ⤢</text></a>'
+        f'<a class="sdx-link sdx-fit" href="#{figure_id}-fit"><text {x}>fit the width ⤡</text></a>'
+    )
+    end = svg.rindex("</svg>")
+    return svg[:start] + head + svg[open_end:end] + style + links + svg[end:]
 
 
 def diagram(trace: Trace, block: str | None = None, depth: int = 1, **options) -> Diagram:

@@ -66,6 +66,11 @@ class Node:
     label: str = ""  # steps: what they compute, e.g. "softmax(QKᵀ/√40)"
     note: str = ""  # steps: one sentence for a learner
     flops: int = 0  # when counted (explore stats): floating-point operations of this call, children included
+    output_names: tuple[str, ...] = ()  # beside `outputs`, from the model's output class; () when none names them
+
+    def output_name(self, k: int) -> str:
+        """The name of output `k` ("pooler_output"), or "" when its class gives none."""
+        return self.output_names[k] if k < len(self.output_names) else ""
 
     @property
     def name(self) -> str:
@@ -93,6 +98,8 @@ class Node:
             d["note"] = self.note
         if self.flops:
             d["flops"] = self.flops
+        if self.output_names:
+            d["output_names"] = list(self.output_names)
         return d
 
     @classmethod
@@ -109,6 +116,7 @@ class Node:
             label=d.get("label", ""),
             note=d.get("note", ""),
             flops=d.get("flops", 0),
+            output_names=tuple(d.get("output_names", ())),
         )
 
 

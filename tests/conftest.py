@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -133,6 +134,35 @@ def fake_hub_cache(tmp_path_factory, tiny_folder):
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("0" * 40)
     return cache
+
+
+# -- a real browser --------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-background-networking", "--disable-gpu",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def needs_chromium():
+    """The mark for tests in a browser: Debian's Chromium must be there, unless the caller knowingly
+    skips them with SD_EXPLORER_NO_BROWSER=1."""
+    if not Path(CHROMIUM).exists() and os.environ.get("SD_EXPLORER_NO_BROWSER") != "1":
+        pytest.fail(
+            "The browser tests need Chromium (apt install chromium); set SD_EXPLORER_NO_BROWSER=1 to skip them knowingly.",
+            pytrace=False,
+        )
+    return pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (SD_EXPLORER_NO_BROWSER=1)")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (which downloads no browser of its own)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 def read_json(path: Path):

@@ -100,12 +100,6 @@ def test_each_figure_shows_what_its_section_names(figures):
     assert not any(b.label.startswith("<b>Upsample2D") for b in figures["unet-1.8-CrossAttnUpBlock2D"].boxes)
 
 
-def test_the_vae_is_folded_into_a_u(figures):
-    vae = figures["vae-2.3-overall"]
-    assert vae.same_rank == [["quant_conv", "mean_logvar", "sample", "scale", "unscale", "post_quant_conv"]]
-    assert all(a.back for a in vae.arrows if a.dst.startswith("decoder"))
-
-
 def test_another_unet_layout_draws_itself():
     """Three layers per block: the U pairs and the skip counts come from the data, not from SD1.5."""
     from explorer.explore import trace_loaded
@@ -126,12 +120,62 @@ def test_another_unet_layout_draws_itself():
     assert sum("concat" in b.label for b in up.boxes) == 4
 
 
+def test_every_committed_figure_fits_its_frame():
+    """At 100 %, no committed figure is wider than 1100 pt or taller than 1500 pt."""
+    svgs = sorted(DIAGRAMS.glob("*.svg"))
+    assert len(svgs) == 26
+    for path in svgs:
+        root = ET.parse(path).getroot()
+        width, height = (float(root.get(k).removesuffix("pt")) for k in ("width", "height"))
+        assert width <= 1100 and height <= 1500, f"{path.name} is {width:.0f} x {height:.0f} pt"
+
+
+def test_the_vae_overall_is_a_compact_u(figures):
+    """Encoder down, the latent distribution and its sample along the bottom, decoder up: the bottom
+    row holds only the sample and the scaling, the rest stands in the two columns."""
+    vae = figures["vae-2.3-overall"]
+    assert vae.same_rank == [["sample", "scale"]]
+    assert all(a.back for a in vae.arrows if a.dst.startswith(("decoder", "post_quant_conv", "unscale")))
+
+
+def test_output_names_come_from_the_models_output_classes(unet_trace, vae_trace, clip_trace, figures):
+    assert clip_trace.nodes[0].output_names == ("last_hidden_state", "pooler_output")
+    assert unet_trace.nodes[0].output_names == ("sample",)  # UNet2DConditionOutput
+    assert vae_trace.nodes[0].output_names == ("sample",)  # DecoderOutput
+    assert clip_trace.find("encoder").output_names == ("last_hidden_state",)  # BaseModelOutput
+    assert unet_trace.find("conv_out").output_names == ()  # a bare tensor has no name
+    outputs = [b.label for b in figures["clip-3-overall"].boxes if b.id.startswith("out/")]
+    assert any("last_hidden_state" in label and "[2, 77, 768]" in label for label in outputs)
+    assert any("pooler_output" in label and "[2, 768]" in label for label in outputs)
+    whole = [figures[name] for name in ("unet-1.1-overall", "vae-2.3-overall", "clip-3-overall")]
+    assert not any(label.startswith("<b>output") for f in whole for label in labels(f))
+
+
 def test_graphviz_draws_an_svg(tmp_path, unet_trace):
     d = diagram(unet_trace, "down_blocks.1.resnets.0")
     svg = d._repr_svg_()  # what Jupyter shows
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg")
     assert "conv_shortcut" in svg and "[2, 640, 32, 32]" in svg
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_notebook_svgs_take_the_cells_width_never_more(unet_trace, wide):
+    """Wide figures give up their fixed size for the cell's width (at most their own); narrow ones
+    keep it; both can be scaled down, and carry the links to full size and back."""
+    from explorer.diagrams import Diagram
+
+    d = diagram(unet_trace) if wide else Diagram("small", "digraph { a -> b }")
+    natural = float(re.search(r'<svg width="([\d.]+)pt"', d.render("svg").decode()).group(1))
+    root = ET.fromstring(d._repr_svg_())
+    assert (natural > 540) == wide
+    if wide:
+        assert root.get("width") == "100%" and root.get("height") is None
+        assert f"max-width:{natural:g}pt" in root.get("style")
+    else:
+        assert root.get("width") == f"{natural:g}pt" and "max-width:100%" in root.get("style")
+    links = [a.get("href") for a in root.iter("{http://www.w3.org/2000/svg}a")]
+    assert links == [f"#{root.get('id')}", f"#{root.get('id')}-fit"]
 
 
 def test_cli_diagram_formats_and_bad_input(tmp_path):

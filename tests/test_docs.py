@@ -76,3 +76,28 @@ def _sh_commands():
 def test_commands_shown_in_the_docs_work(command):
     result = CliRunner().invoke(app, shlex.split(command)[1:])
     assert result.exit_code == 0, f"`{command}`: {result.output}"
+
+
+def test_make_demo_ends_with_three_next_steps_that_run_as_written(tmp_path):
+    """The three lines `make demo` prints last: the explore commands in them run as written (in a
+    fresh folder), and what the others open exists."""
+    import subprocess
+    import sys
+
+    root = DOCS.parent
+    make = (root / "Makefile").read_text()
+    demo = make[make.index("\ndemo:") :].split("\n\n")[0]
+    steps = re.findall(r"@echo [\"']  (\$\(BIN\)/.*?)\s+# ", demo)
+    assert len(steps) == 3, demo
+    bin_dir = str(Path(sys.executable).parent)
+    ran = 0
+    for step in steps:
+        first = step.split("&&")[0].replace("$(BIN)", bin_dir).strip()
+        words = shlex.split(first)
+        if Path(words[0]).name == "explore":
+            result = subprocess.run(words, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, f"{first}: {result.stderr}"
+            ran += 1
+    assert ran == 2 and (tmp_path / "unet.svg").stat().st_size > 10_000 and (tmp_path / "site" / "index.html").exists()
+    assert "notebooks/01_unet.ipynb" in demo and (root / "notebooks" / "01_unet.ipynb").exists()
+    assert "notebooks = [" in (root / "pyproject.toml").read_text()  # the extra the second line installs

@@ -9,6 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from conftest import needs_chromium
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 SECTIONS = {
     "01_unet": ["1.1", "1.2", "1.3", "1.4", "1.4.1", "1.4.2", "1.4.2.1", "1.4.2.1.1", "1.4.2.1.2", "1.4.2.1.3",
@@ -57,3 +59,63 @@ def test_runs_headless_and_shows_what_is_committed(path, tmp_path):
             assert _kinds(fresh) == _kinds(old), f"cell {k} shows something else now: run `make notebooks`"
             displays = [o for o in fresh.outputs if o.output_type in ("display_data", "execute_result")]
             assert len(displays) <= 1, f"cell {k} shows {len(displays)} displays"
+
+
+# What a reader sees: every notebook rendered to HTML by nbconvert, in Chromium at 1100 px wide.
+READER = """() => {
+  const cut = [];
+  for (const area of document.querySelectorAll('.jp-OutputArea-output, .output_subarea')) {
+    const box = area.getBoundingClientRect();
+    for (const e of area.querySelectorAll('svg, img')) {
+      const r = e.getBoundingClientRect();
+      if (r.width && r.right > box.right + 1) cut.push([e.tagName, Math.round(r.width), Math.round(box.width)]);
+    }
+    if (area.scrollWidth > area.clientWidth + 1) cut.push(['scroll', area.scrollWidth, area.clientWidth]);
+  }
+  return {cut, figures: document.querySelectorAll('.jp-RenderedSVG img, .output_svg svg').length,
+          page: document.documentElement.scrollWidth};
+}"""
+
+
+@needs_chromium()
+def test_rendered_to_html_nothing_is_cut_off_at_1100_px(browser, tmp_path):
+    """nbconvert's HTML shows each SVG as an image (as JupyterLab and GitHub do): every figure and
+    every output fits its cell. Screenshots of each page are left in the test's folder."""
+    from nbconvert import HTMLExporter
+
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    figures = 0
+    for path in NOTEBOOKS:
+        html, _ = HTMLExporter().from_notebook_node(nbformat.read(path, as_version=4))
+        out = tmp_path / f"{path.stem}.html"
+        out.write_text(html)
+        page.goto(out.as_uri())
+        seen = page.evaluate(READER)
+        page.screenshot(path=str(tmp_path / f"{path.stem}.png"), full_page=True)
+        assert seen["cut"] == [] and seen["page"] <= 1100, f"{path.name}: {seen}"
+        figures += seen["figures"]
+    assert figures >= 25  # the notebooks' figures were there to check
+    page.close()
+
+
+@needs_chromium()
+def test_inline_figures_fit_and_open_at_full_size(browser, tmp_path):
+    """Shown inline, as the classic notebook shows SVG (in a div.output_svg of a 900 px cell), each
+    figure fits; the link in a wide figure's corner opens it at full size, and back."""
+    svgs = [o.data["image/svg+xml"] for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells
+            if c.cell_type == "code" for o in c.outputs if "image/svg+xml" in o.get("data", {})]
+    cells = "".join(f'<div class="output_subarea output_svg">{svg[svg.index("<svg"):]}</div>' for svg in svgs)
+    out = tmp_path / "inline.html"
+    out.write_text(f'<!doctype html><html><body><div style="width:900px;overflow-x:auto">{cells}</div></body></html>')
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(out.as_uri())
+    seen = page.evaluate(READER)
+    assert seen["cut"] == [] and seen["figures"] == len(svgs) >= 25, seen
+    svg = page.locator("svg[width='100%']").first
+    fitted = svg.bounding_box()["width"]
+    svg.locator("a.sdx-full").click()
+    natural = page.evaluate("(id) => document.getElementById(id).viewBox.baseVal.width", svg.get_attribute("id"))
+    assert abs(svg.bounding_box()["width"] - natural * 4 / 3) < 2 and natural * 4 / 3 > fitted
+    svg.locator("a.sdx-fit").click()
+    assert abs(svg.bounding_box()["width"] - fitted) < 2
+    page.close()

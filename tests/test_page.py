@@ -9,20 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import needs_chromium
 from explorer.cli import app
 from explorer.watching import Settings, generate
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 HOSTILE = '<img src=x onerror="window.__xss=1"></script><script>window.__xss=2</script> a lighthouse'
 
-if not Path(CHROMIUM).exists() and os.environ.get("SD_EXPLORER_NO_BROWSER") != "1":
-    pytest.fail(
-        "The page tests need Chromium (apt install chromium); set SD_EXPLORER_NO_BROWSER=1 to skip them knowingly.",
-        pytrace=False,
-    )
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (SD_EXPLORER_NO_BROWSER=1)")
+pytestmark = needs_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +26,6 @@ def site(tmp_path_factory):
     result = CliRunner().invoke(app, ["html", str(folder), "--run", str(run), "--model", "sd15"])
     assert result.exit_code == 0, result.output
     return folder
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -106,6 +89,22 @@ def test_every_box_of_a_module_or_step_carries_its_path(page):
     assert page.locator("#diagram [data-component=vae]").count() == 0
     page.click("#tabs button[data-tab=pipeline]")
     assert page.locator('#diagram [data-component=clip][data-path=""]').count() == 1  # a component's root
+
+
+def test_outputs_by_name_and_figures_fit_the_width_or_show_at_full_size(page):
+    page.hover('#diagram [data-component=clip][data-path=""]')
+    assert "last_hidden_state" in info(page) and "pooler_output" in info(page)  # from CLIP's own output class
+    page.click("#tabs button[data-tab=vae]")
+    svg = page.locator("#diagram svg")
+    stage = page.locator("#diagram").bounding_box()
+    assert svg.bounding_box()["width"] <= stage["width"] + 1  # fits the width
+    natural = page.evaluate("() => document.querySelector('#diagram svg').viewBox.baseVal.width") * 4 / 3
+    page.click("#zoom-full")
+    assert abs(svg.bounding_box()["width"] - natural) < 2  # 1:1, 1 pt = 4/3 px
+    page.click("#zoom-in")
+    assert abs(svg.bounding_box()["width"] - natural * 1.25) < 2
+    page.click("#zoom-fit")
+    assert svg.bounding_box()["width"] <= stage["width"] + 1
 
 
 def test_search_jumps_to_a_module(page):

@@ -72,7 +72,7 @@ def autoencoder(loaded, request, height: int, width: int, batch: int) -> Drive:
 
         with manual_steps():  # the steps below are recorded explicitly, not as torch operations
             latents = _encode_and_sample(vae, image, randn)  # (B, 4, H/8, W/8)
-            return vae.decode(_unscale(vae, latents)).sample  # post_quant_conv + decoder -> (B, 3, H, W)
+            return vae.decode(_unscale(vae, latents))  # post_quant_conv + decoder -> DecoderOutput.sample (B, 3, H, W)
 
     return Drive({"sample": image}, run)
 

@@ -82,6 +82,25 @@ def tensors_in(value: Any) -> list[Any]:
     return []
 
 
+def output_names(value: Any, prefix: str = "") -> list[str]:
+    """A name for each tensor `tensors_in(value)` finds, in the same order: the fields of the
+    model's own output class ("last_hidden_state", "pooler_output", "sample"), with [i] for the
+    items of a tuple inside one; "" for a tensor nothing names (a bare tensor or tuple)."""
+    if _is_shaped(value):
+        return [prefix]
+    if isinstance(value, (tuple, list)):
+        return [n for i, item in enumerate(value) for n in output_names(item, f"{prefix}[{i}]" if prefix else "")]
+    if isinstance(value, dict):
+        return [n for key, item in value.items() for n in output_names(item, _dotted(prefix, str(key)))]
+    if is_dataclass(value) and not isinstance(value, type):
+        return [n for f in fields(value) for n in output_names(getattr(value, f.name), _dotted(prefix, f.name))]
+    return []
+
+
+def _dotted(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
 def _input_value(value: Any) -> Any:
     """A call argument as recorded: a tensor, a tuple of tensors, or None when it holds none."""
     if _is_shaped(value):
@@ -274,6 +293,8 @@ class Recorder:
         index = node["index"]
         outs = tensors_in(output)
         node["outputs"] = tuple(_shape(t) for t in outs)
+        names = output_names(output)
+        node["output_names"] = tuple(names) if any(names) else ()
         seen: set[int] = set()
         for k, obj in enumerate(outs):
             source = self.producer(obj)
@@ -374,6 +395,7 @@ class Recorder:
                 call=n["call"],
                 inputs=dict(n["inputs"]),
                 outputs=n["outputs"],
+                output_names=n.get("output_names", ()),
                 params=n["params"],
                 label=n["label"],
                 note=n["note"],

@@ -93,7 +93,7 @@ FIGURES: tuple[Figure, ...] = (
            about="nearest-neighbour x2, then a 3x3 convolution"),
     Figure("unet-1.8-CrossAttnUpBlock2D", "unet", "1.8 CrossAttnUpBlock2D", last("CrossAttnUpBlock2D"),
            about="the last up block: no Upsample2D at the end"),
-    Figure("vae-2.3-overall", "vae", "2.3 The VAE", whole, depth=2, fold=("quant_conv", "post_quant_conv"),
+    Figure("vae-2.3-overall", "vae", "2.3 The VAE", whole, depth=2, fold=("sample", "scale"),
            about="the encoder down, the latent distribution and its sample, the decoder up"),
     Figure("vae-2.4-DownEncoderBlock2D", "vae", "2.4 DownEncoderBlock2D", first("DownEncoderBlock2D")),
     Figure("vae-2.4.1-ResnetBlock2D", "vae", "2.4.1 ResnetBlock2D in the VAE", first("ResnetBlock2D", _channels_change),

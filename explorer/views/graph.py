@@ -48,6 +48,7 @@ LEGEND = {
 _PLAIN_PORTS = {"input", "other", "tensors", "hidden_states"}  # argument names that say nothing on an arrow
 BUS_MIN = 3  # a tensor reaching this many drawn nodes is drawn as one bus
 REPEAT_MIN = 4  # this many identical layers in a chain are drawn once
+TITLE_CHARS = 80  # a title line longer than this is wrapped (18 pt bold: about 11 pt a character)
 
 
 @dataclass
@@ -355,7 +356,9 @@ def draw_outputs(sel: Selection, drawing: _Drawing) -> None:
             if drawn is None:
                 continue
             out_id = f"out/{e.dst_port}"
-            name = "output" if len(sel.scope.outputs) == 1 else f"output {e.dst_port}"
+            name = sel.scope.output_name(int(e.dst_port)) or (
+                "output" if len(sel.scope.outputs) == 1 else f"output {e.dst_port}"
+            )
             drawing.boxes[out_id] = Box(out_id, f"<b>{name}</b><br/>{esc(shape_str(e.shape))}", "io")
             drawing.add_arrow(node_id(sel.nodes[drawn]), out_id, e.shape, "", (sel.b, e.dst_port))
 
@@ -633,10 +636,29 @@ def to_dot(s: Scene) -> str:
 def _title_table(s: Scene) -> str:
     """The heading, the lines under it and the colour key, as a Graphviz HTML-like table."""
     head, *rest = s.title.split("\n")
-    rows = [f'<tr><td><font point-size="18"><b>{esc(head)}</b></font></td></tr>']
-    rows += [f'<tr><td><font point-size="12" color="#555555">{esc(line)}</font></td></tr>' for line in rest]
-    rows.append(f"<tr><td>{_legend([k for k in FILL if any(b.category == k for b in s.boxes)])}</td></tr>")
+    # long lines are wrapped at words, so that the title never makes a figure wider than its drawing
+    rows = [f'<tr><td><font point-size="18"><b>{esc(line)}</b></font></td></tr>' for line in _wrap(head, TITLE_CHARS)]
+    rows += [
+        f'<tr><td><font point-size="12" color="#555555">{esc(line)}</font></td></tr>'
+        for text in rest
+        for line in _wrap(text, 2 * TITLE_CHARS)
+    ]
+    kinds = [k for k in FILL if any(b.category == k for b in s.boxes)]
+    if kinds:
+        rows.append(f"<tr><td>{_legend(kinds)}</td></tr>")
     return '<table border="0" cellpadding="1">' + "".join(rows) + "</table>"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width` characters, broken after ': ', '; ' or between words."""
+    import textwrap
+
+    if len(text) <= width:
+        return [text]
+    head, sep, tail = text.partition(": ")
+    if sep and len(head) < width:  # "1.4.1 ResnetBlock2D:" on its own line, then what it says
+        return [head + ":", *textwrap.wrap(tail, width)]
+    return textwrap.wrap(text, width)
 
 
 def _cluster_graphs(s: Scene, g) -> tuple[dict, dict]:

@@ -39,6 +39,7 @@ def nodes_data(trace: Trace, with_view: set[str]) -> dict[str, dict[str, Any]]:
             "depth": n.depth,
             "inputs": {k: list(v) if v and isinstance(v[0], int) else [list(s) for s in v] for k, v in n.inputs.items()},
             "outputs": [list(s) for s in n.outputs],
+            "output_names": list(n.output_names),
             "params": n.params,
             "flops": n.flops,
             "parent": node_id(trace.nodes[parent]) if parent is not None else None,

@@ -2,7 +2,8 @@
 
 A node's first tensor argument is its input; the others (a ResnetBlock2D's `temb`, a cross-attention's
 `encoder_hidden_states`, an up block's skip tensors) enter from the side, and are shown on a dim line
-under the node, where they enter. Outputs after the first (a down block's skip tensors) likewise.
+under the node, where they enter. Outputs after the first (a down block's skip tensors) likewise, and
+outputs that the model's output class names ("out: last_hidden_state [2,77,768] · pooler_output [2,768]").
 Steps (attention's heads and scores, the VAE's sample) are drawn in italics with what they compute.
 
 Pure functions of a `Trace`; the same lines render in a terminal and, as HTML, in Jupyter.
@@ -70,7 +71,9 @@ def _side_lines(node: Node, room: int) -> list[str]:
             lines[-1] += " · " + item
         else:
             lines.append("+ " + item)
-    if len(node.outputs) > 1:
+    if node.output_names:  # named by the model's output class: every output with its name
+        lines.append("out: " + " · ".join(f"{node.output_name(k)} {fmt_shape(s)}".strip() for k, s in enumerate(node.outputs)))
+    elif len(node.outputs) > 1:
         lines.append("also out: " + fmt_shapes(node.outputs[1:]))
     return lines
 

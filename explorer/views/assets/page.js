@@ -14,7 +14,7 @@ for (const [name, comp] of Object.entries(SD.components)) {
   NAMES[name] = comp.title;
   $("tabs").insertBefore(el("button", { "data-tab": name, text: comp.tab }), document.querySelector('#tabs button[data-tab="run"]'));
 }
-let state = { tab: "pipeline", view: null, picked: null, zoom: 1 };
+let state = { tab: "pipeline", view: null, picked: null, zoom: "fit" };
 
 const shape = (s) => "[" + s.join(", ") + "]";
 const num = (n) => n.toLocaleString("en-US");
@@ -80,7 +80,7 @@ function info(component, key) {
   const table = el("table");
   const row = (k, v, cls) => table.append(el("tr", {}, el("td", { text: k }), el("td", { cls: cls || "", text: v })));
   for (const [name, s] of Object.entries(n.inputs)) row("in: " + name, Array.isArray(s[0]) ? s.map(shape).join(", ") : shape(s), "shape");
-  n.outputs.forEach((s, i) => row(n.outputs.length > 1 ? "out " + i : "out", shape(s), "shape"));
+  n.outputs.forEach((s, i) => row(n.output_names[i] ? "out " + n.output_names[i] : n.outputs.length > 1 ? "out " + i : "out", shape(s), "shape"));
   if (n.kind === "module" && !n.call) row("parameters", num(n.params));
   if (n.flops) row("FLOPs", flops(n.flops) + " (" + (100 * n.flops / comp.total_flops).toFixed(1) + " %)");
   box.append(table);
@@ -107,8 +107,9 @@ $("diagram").addEventListener("click", (e) => {
   else { highlight(g.dataset.key); }
 });
 $("diagram").addEventListener("mouseover", (e) => {
-  const g = e.target.closest("[data-key]"); if (!g) return;
-  info(state.tab === "pipeline" ? "unet" : state.tab, g.dataset.key);
+  const g = e.target.closest("[data-key], [data-component]"); if (!g) return;
+  if (g.dataset.component) info(g.dataset.component, SD.components[g.dataset.component].root);  // a pipeline box: its component
+  else info(state.tab === "pipeline" ? "unet" : state.tab, g.dataset.key);
 });
 
 for (const b of document.querySelectorAll("#tabs button")) b.onclick = () => show(b.dataset.tab);
@@ -138,14 +139,18 @@ function goTo(component, key) {
   info(component, key);
 }
 
+// state.zoom: "fit" (the figure scaled down to the width, never up) or a scale of its natural size
+// (1: full size, 1 pt of the drawing = 1.333 px, the "1:1" button).
 function applyZoom() {
   const d = $("diagram"); const svg = d.querySelector("svg"); if (!svg) return;
-  d.classList.toggle("fit", state.zoom === 1);
-  svg.style.width = state.zoom === 1 ? "" : (svg.viewBox.baseVal.width * state.zoom * 1.333) + "px";
+  d.classList.toggle("fit", state.zoom === "fit");
+  svg.style.width = state.zoom === "fit" ? "" : (svg.viewBox.baseVal.width * state.zoom * 1.333) + "px";
 }
-$("zoom-in").onclick = () => { state.zoom = state.zoom === 1 ? 1.25 : state.zoom * 1.25; applyZoom(); };
-$("zoom-out").onclick = () => { state.zoom = state.zoom === 1 ? 0.6 : state.zoom / 1.25; applyZoom(); };
-$("zoom-fit").onclick = () => { state.zoom = 1; applyZoom(); };
+function fitScale() { const svg = $("diagram").querySelector("svg"); return svg ? svg.getBoundingClientRect().width / (svg.viewBox.baseVal.width * 1.333) : 1; }
+$("zoom-in").onclick = () => { state.zoom = (state.zoom === "fit" ? fitScale() : state.zoom) * 1.25; applyZoom(); };
+$("zoom-out").onclick = () => { state.zoom = (state.zoom === "fit" ? fitScale() : state.zoom) / 1.25; applyZoom(); };
+$("zoom-fit").onclick = () => { state.zoom = "fit"; applyZoom(); };
+$("zoom-full").onclick = () => { state.zoom = 1; applyZoom(); };
 
 // ---------------------------------------------------------------------------------------------------
 // A generation, replayed step by step: its tokens, every step's seams, the guidance previews, the

@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sd-explorer-installed
 
-.PHONY: install demo test test-all notebooks diagrams docs clean
+.PHONY: install demo test test-hostile test-lowest test-all notebooks diagrams docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ demo: install
 test: install
 	$(BIN)/pytest -q
 
+# the suite again as a user with a hostile environment would run it: offline Hugging Face settings,
+# colours forced and refused, a narrow dumb terminal, a home and caches that cannot be written
+test-hostile: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME=/dev/null/hf HF_HUB_CACHE=/dev/null/hub \
+	NO_COLOR=1 FORCE_COLOR=1 COLUMNS=40 TERM=dumb HOME=/dev/null/home SD_EXPLORER_CACHE_DIR=/dev/null/cache \
+	$(BIN)/pytest -q -p no:cacheprovider
+
+# the suite with the lowest versions pyproject.toml allows (in .venv-lowest; see the script for torch)
+test-lowest: install
+	scripts/test-lowest
+
 # also the tests marked slow
 test-all: install
 	$(BIN)/pytest -q --runslow
@@ -47,4 +58,4 @@ docs: install diagrams
 	SD_EXPLORER_UPDATE_DOCS=1 $(BIN)/pytest -q tests/test_docs.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-lowest .pytest_cache build *.egg-info

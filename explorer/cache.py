@@ -40,7 +40,7 @@ def source_fingerprint(source: Any, component: str, allow_pickle: bool) -> dict[
 
     found: dict[str, Any] = {"kind": source.form, "label": source.label, "config": component_config(source, component)}
     if source.has_weights:
-        files = weight_files(source, component, allow_pickle, required=source.form != "hub")
+        files = weight_files(source, component, allow_pickle, required=False)  # configs alone explore too
         found["files"] = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     return found
 

@@ -22,6 +22,7 @@ from explorer.analysis import SORTS
 from explorer.components import COMPONENTS
 from explorer.errors import ExplorerError, OptionError
 from explorer.loading import WEIGHTS
+from explorer.views.format import plural
 from explorer.watching import SCHEDULERS
 
 out = Console(soft_wrap=True)
@@ -99,7 +100,7 @@ Model = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="A preset (sd15, tiny), a diffusers folder, a .safetensors checkpoint (diffusers or original SD "
+        help="A preset (sd15, sd21, sdxl, tiny, micro), a diffusers folder, a .safetensors checkpoint (diffusers or original SD "
         "layout) or a hub id.",
     ),
 ]
@@ -343,7 +344,7 @@ def diagrams(
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("Drawing", total=figure_count())
             written = write_figures(traces, folder, progress=lambda name: progress.update(task, advance=1, description=name))
-        err.print(f"Wrote {len(written)} files to {folder}", style="dim", highlight=False)
+        err.print(f"Wrote {plural(len(written), 'file')} to {folder}", style="dim", highlight=False)
 
 
 @app.command()
@@ -594,7 +595,7 @@ def _map_text(r, word: str, overall, step: Optional[int]):
     scaled = overall / (overall.max() or 1.0)
     rows = ["".join(SHADES[int(v * (len(SHADES) - 1) + 0.5)] * 2 for v in row) for row in scaled]
     mass = halves(overall)
-    where = f"step {step}" if step is not None else f"all {len(r.steps)} steps"
+    where = f"step {step}" if step is not None else f"all {plural(len(r.steps), 'step')}"
     return Group(
         Text(f"{word!r} in {r.prompt!r} · {where} · latent {overall.shape[0]}x{overall.shape[1]}", style="bold"),
         *(Text(line, "cyan") for line in rows),
@@ -613,7 +614,7 @@ def _write_map_figure(r, word: str, overall, by_size: dict, step: Optional[int],
         image = r.x0(step) if step is not None else r.image()
     except ExplorerError:  # an interrupted run has no image: its last prediction stands in
         image = r.x0(len(r.steps) - 1)
-    where = f"{r.prompt!r} · " + (f"step {step}" if step is not None else f"all {len(r.steps)} steps")
+    where = f"{r.prompt!r} · " + (f"step {step}" if step is not None else f"all {plural(len(r.steps), 'step')}")
     write_file(output, png(figure(image, overall, by_size, word, where)))
     err.print(f"Wrote {output}", style="dim", highlight=False)
 

@@ -52,3 +52,20 @@ def make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExplorerError(f"{folder} cannot be created ({exc.strerror}): choose another folder.") from None
+
+
+def read_json_object(path: Path, what: str = "JSON config") -> dict:
+    """A JSON file that must hold an object (a config, an index): its dict, or one sentence saying
+    what is wrong with it. Deeply nested values are refused like any other broken file."""
+    import json
+
+    from explorer.errors import ExplorerError
+
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ExplorerError(f"{path} is not a readable {what} ({reason}).") from None
+    if not isinstance(value, dict):
+        raise ExplorerError(f"{path} is not a {what}: it holds a JSON {type(value).__name__}, not an object.")
+    return value

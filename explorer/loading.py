@@ -14,7 +14,6 @@ unless the caller passes ``allow_pickle=True`` (even then it is loaded with ``we
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from explorer.components import component as entry
 from explorer.errors import ExplorerError
+from explorer.files import read_json_object
 from explorer.specs import PRESETS, SD15, Preset
 
 WEIGHTS = ("meta", "random", "pretrained")
@@ -170,12 +170,10 @@ def component_config(source: Source, component: str) -> dict[str, Any]:
         assert source.preset is not None
         return source.preset.config(component)
     config_file = _component_folder(source, component) / "config.json"
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ExplorerError(f"{config_file} is not a readable JSON config: {exc}") from exc
+    config = read_json_object(config_file)
     expected = entry(component).class_name
-    found = config.get("_class_name") or (config.get("architectures") or [None])[0]
+    architectures = config.get("architectures")
+    found = config.get("_class_name") or (architectures[0] if isinstance(architectures, list) and architectures else None)
     if found is not None and found != expected:
         raise ExplorerError(f"{config_file} describes a {found}, not a {expected}.")
     return config
@@ -338,10 +336,12 @@ def load(
     cfg = component_config(source, component)
     notes: list[str] = []
     built = build(component, cfg, weights, seed)
-    # A hub id explored on the meta device needs only its configs: its weights may not be downloaded.
-    required = weights == "pretrained" or source.form != "hub"
+    # Meta and random weights need only the configs: a folder of configs alone, or a hub id whose
+    # weights were never downloaded, explores all the same.
+    required = weights == "pretrained"
     if source.has_weights and not weight_files(source, component, allow_pickle, required=required):
-        notes.append(f"The {component} weights of {source.label} are not in the local cache: shapes from its config alone.")
+        where = "in the local cache" if source.form == "hub" else "there"
+        notes.append(f"The {component} weights of {source.label} are not {where}: shapes from its config alone.")
     elif source.has_weights:
         checkpoint = read_checkpoint(source, component, allow_pickle=allow_pickle, values=weights == "pretrained")
         state = to_model_keys(component, checkpoint, built, cfg)

@@ -132,8 +132,10 @@ def _copy_run(run: dict, run_folder: Path, target: Path) -> dict:
 
 
 def _copy(run_folder: Path, relative: str, target: Path) -> bool:
+    """Copy one of the run's files; a link, or anything that is not a file inside the run folder,
+    is left out (a run folder from elsewhere must not make the page carry other files)."""
     source = run_folder / relative
-    if not source.is_file():
+    if source.is_symlink() or not source.is_file() or not source.resolve().is_relative_to(run_folder.resolve()):
         return False
     (target / relative).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(source, target / relative)

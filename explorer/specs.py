@@ -246,4 +246,108 @@ MICRO = Preset(
 )
 
 
-PRESETS: dict[str, Preset] = {SD15.name: SD15, TINY.name: TINY}
+# Stable Diffusion 2.1 (stabilityai/stable-diffusion-2-1): SD1.5's U, trained at 768 px, reading a
+# wider text encoder (OpenCLIP ViT-H/14's text half, 1024 channels, its penultimate layer) through
+# linear projections, with heads of 64 channels at every level and a v-prediction objective.
+SD21 = Preset(
+    name="sd21",
+    description="Stable Diffusion 2.1 (stabilityai/stable-diffusion-2-1), 768 px, v-prediction",
+    default_size=768,
+    models={
+        "unet": _frozen(
+            {
+                **SD15.models["unet"],
+                "sample_size": 96,  # latent side: 768 px / 8
+                "cross_attention_dim": 1024,  # OpenCLIP ViT-H's text width
+                "attention_head_dim": [5, 10, 20, 20],  # read as heads per level: 320/5 = 640/10 = 1280/20 = 64 channels each
+                "use_linear_projection": True,  # proj_in / proj_out are Linear on tokens, not 1x1 Conv2d
+                "upcast_attention": True,  # attention scores in float32 (fp16 overflowed at 768 px)
+            }
+        ),
+        "vae": _frozen({**SD15.models["vae"], "sample_size": 768}),  # SD1.5's VAE, unchanged
+        "text_encoder": _frozen(
+            {
+                **SD15.models["text_encoder"],  # OpenCLIP ViT-H/14's text half, run by transformers' CLIPTextModel
+                "hidden_size": 1024,
+                "intermediate_size": 4096,  # 4 x 1024
+                "num_attention_heads": 16,  # 16 heads of 64
+                "num_hidden_layers": 23,  # of OpenCLIP's 24: SD2 reads the penultimate layer, so the last is left out
+                "hidden_act": "gelu",  # OpenCLIP's exact GELU, not OpenAI's quick_gelu
+                "projection_dim": 512,
+            }
+        ),
+    },
+    scheduler=_frozen(
+        {
+            **SD15.scheduler,
+            "_class_name": "DDIMScheduler",
+            "prediction_type": "v_prediction",  # the UNet predicts v = alpha_t * noise - sigma_t * x0, not the noise
+        }
+    ),
+    tokenizer=_frozen({**SD15.tokenizer, "pad_token": "!"}),  # OpenCLIP pads with "!" (id 0), not the end token
+)
+
+
+# Stable Diffusion XL 1.0 (stabilityai/stable-diffusion-xl-base-1.0): three resolution levels, no
+# attention at the highest, 1 / 2 / 10 transformer blocks per attention at the other levels, a
+# 2048-channel context made of two text encoders side by side (768 + 1280), and an extra
+# conditioning: the second encoder's pooled embedding and six numbers (original size, crop corner,
+# target size), added to the time embedding through `add_embedding`.
+SDXL = Preset(
+    name="sdxl",
+    description="Stable Diffusion XL 1.0 base (stabilityai/stable-diffusion-xl-base-1.0), 1024 px",
+    default_size=1024,
+    models={
+        "unet": _frozen(
+            {
+                **SD15.models["unet"],
+                "sample_size": 128,  # latent side: 1024 px / 8
+                # Three levels: 128x128 -> 64x64 -> 32x32 latents; no attention at 128x128.
+                "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+                "block_out_channels": [320, 640, 1280],
+                "transformer_layers_per_block": [1, 2, 10],  # BasicTransformerBlocks per Transformer2DModel, per level
+                "attention_head_dim": [5, 10, 20],  # heads of 64 channels
+                "cross_attention_dim": 2048,  # 768 (CLIP ViT-L) + 1280 (OpenCLIP ViT-bigG), concatenated
+                "use_linear_projection": True,
+                "addition_embed_type": "text_time",  # needs text_embeds [B, 1280] and time_ids [B, 6]
+                "addition_time_embed_dim": 256,  # each of the 6 time ids -> 256 sinusoidal channels
+                "projection_class_embeddings_input_dim": 2816,  # 1280 pooled + 6 x 256
+            }
+        ),
+        "vae": _frozen(
+            {
+                **SD15.models["vae"],
+                "sample_size": 1024,
+                "scaling_factor": 0.13025,  # SDXL's VAE was retrained: its latents have another spread
+                "force_upcast": True,  # decoded in float32: it overflows in float16
+            }
+        ),
+        "text_encoder": _frozen(dict(SD15.models["text_encoder"])),  # OpenAI CLIP ViT-L/14, as in SD1.5
+        "text_encoder_2": _frozen(
+            {
+                **SD15.models["text_encoder"],
+                "_class_name": "CLIPTextModelWithProjection",  # OpenCLIP ViT-bigG/14 text half, with its projection
+                "hidden_size": 1280,
+                "intermediate_size": 5120,
+                "num_attention_heads": 20,  # 20 heads of 64
+                "num_hidden_layers": 32,
+                "hidden_act": "gelu",
+                "projection_dim": 1280,  # the pooled embedding, projected: text_embeds [B, 1280]
+            }
+        ),
+    },
+    scheduler=_frozen(
+        {
+            **{k: v for k, v in SD15.scheduler.items() if k not in ("skip_prk_steps", "set_alpha_to_one", "clip_sample")},
+            "_class_name": "EulerDiscreteScheduler",
+            "interpolation_type": "linear",
+            "timestep_spacing": "leading",
+            "use_karras_sigmas": False,
+        }
+    ),
+    tokenizer=SD15.tokenizer,
+)
+
+
+PRESETS: dict[str, Preset] = {SD15.name: SD15, TINY.name: TINY, SD21.name: SD21, SDXL.name: SDXL}

@@ -34,8 +34,9 @@ def _merges_path() -> Path:
 
 
 @lru_cache(maxsize=None)
-def clip_tokenizer(folder: str | None = None, max_length: int = 77):
-    """The SD1.5 CLIP tokenizer; from `folder` (a diffusers `tokenizer/` folder) when given."""
+def clip_tokenizer(folder: str | None = None, max_length: int = 77, pad_token: str = "<|endoftext|>"):
+    """The SD1.5 CLIP tokenizer; from `folder` (a diffusers `tokenizer/` folder) when given. SD1.5
+    pads with the end token; SD2.x (OpenCLIP) pads with "!" (id 0)."""
     from transformers import CLIPTokenizer
 
     if folder is not None:
@@ -53,9 +54,15 @@ def clip_tokenizer(folder: str | None = None, max_length: int = 77):
         model_max_length=max_length,
         bos_token="<|startoftext|>",
         eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",  # SD1.5 pads with the end token
+        pad_token=pad_token,
         unk_token="<|endoftext|>",
     )
+
+
+def pad_token_of(source: Any) -> str:
+    """The token prompts are padded with: the preset's (SD2.x pads with "!"), else the end token."""
+    preset = getattr(source, "preset", None)
+    return preset.tokenizer.get("pad_token", "<|endoftext|>") if preset is not None else "<|endoftext|>"
 
 
 def tokenizer_folder(source: Any) -> str | None:
@@ -66,13 +73,15 @@ def tokenizer_folder(source: Any) -> str | None:
     return None
 
 
-def tokenize(prompts: list[str], max_length: int = 77, folder: str | None = None) -> tuple[list[list[int]], list[dict]]:
+def tokenize(
+    prompts: list[str], max_length: int = 77, folder: str | None = None, pad_token: str = "<|endoftext|>"
+) -> tuple[list[list[int]], list[dict]]:
     """Token ids padded/truncated to `max_length`, and one plain record per prompt:
 
     `prompt`, `ids`, `tokens` (vocabulary entries; `</w>` ends a word), `length` (real tokens with
     the start and end tokens), `dropped` (what truncation cut off, as text) and `dropped_count`.
     """
-    return tokenize_with(clip_tokenizer(folder, max_length), prompts, max_length)
+    return tokenize_with(clip_tokenizer(folder, max_length, pad_token), prompts, max_length)
 
 
 def tokenize_with(tok: Any, prompts: list[str], max_length: int = 77) -> tuple[list[list[int]], list[dict]]:

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from explorer.errors import ExplorerError, OptionError
-from explorer.files import check_writable, make_folder, write_atomic
+from explorer.files import check_writable, make_folder, read_json_object, write_atomic
 from explorer.runs import RECORD, SCHEMA, Run, decoded_file, guidance_file, maps_file, preview_file
+from explorer.views.format import plural
 
 SCHEDULERS = {
     "pndm": "PNDMScheduler",  # SD1.5's own
@@ -149,9 +150,10 @@ def build_pipeline(settings: Settings, source=None) -> Built:
     import diffusers
 
     from explorer.loading import default_image_size, load
-    from explorer.tokenizer import clip_tokenizer, tokenizer_folder
+    from explorer.tokenizer import clip_tokenizer, pad_token_of, tokenizer_folder
 
     source = source or resolve(settings)
+    check_drivable(source)
     weights = "pretrained" if source.has_weights else "random"
     parts = {
         c: load(c, source, weights=weights, allow_pickle=settings.allow_pickle, seed=settings.seed + k)
@@ -161,7 +163,7 @@ def build_pipeline(settings: Settings, source=None) -> Built:
     pipe = pipeline_class()(
         vae=parts["vae"].model,
         text_encoder=parts["clip"].model,
-        tokenizer=clip_tokenizer(tokenizer_folder(source)),
+        tokenizer=clip_tokenizer(tokenizer_folder(source), 77, pad_token_of(source)),
         unet=parts["unet"].model,
         scheduler=getattr(diffusers, SCHEDULERS[settings.scheduler]).from_config(scheduler_config),
         safety_checker=None,
@@ -172,6 +174,20 @@ def build_pipeline(settings: Settings, source=None) -> Built:
     notes = [n for part in parts.values() for n in part.notes if not n.startswith("Random weights")]
     size = default_image_size(source, "unet")
     return Built(pipe, weights, source.label, size, tokenizer_folder(source), notes, scheduler_config, micro_info(source))
+
+
+def check_drivable(source) -> None:
+    """`explore generate` drives StableDiffusionPipeline: SD1.x and SD2.x layouts. An SDXL-layout
+    UNet (an extra conditioning) needs its own pipeline and second text encoder: one sentence."""
+    from explorer.loading import component_config
+
+    kind = component_config(source, "unet").get("addition_embed_type")
+    if kind is not None:
+        raise ExplorerError(
+            f'{source.label} has a UNet with addition_embed_type = "{kind}" (the SDXL layout): `explore generate` '
+            "runs SD1.x and SD2.x layouts only so far; explore its parts with `explore unet`, `explore vae` and "
+            "`explore clip`."
+        )
 
 
 def pipeline_class():
@@ -193,10 +209,7 @@ def scheduler_config_of(source) -> dict:
     if source.path is not None and source.path.is_dir():
         config_file = source.path / "scheduler" / "scheduler_config.json"
         if config_file.is_file():
-            try:
-                return json.loads(config_file.read_text())
-            except ValueError:
-                raise ExplorerError(f"{config_file} is not a readable JSON config.") from None
+            return read_json_object(config_file)
     return dict(source.preset.scheduler) if source.preset is not None else _preset_scheduler()
 
 
@@ -598,7 +611,7 @@ def failure(watcher: Watcher, exc: BaseException) -> str:
     done = len(watcher.recording.steps)
     where = f"in {watcher.phase}" if watcher.phase else (f"at step {done}" if done or watcher.current else "before the first step")
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"The pipeline failed {where} ({type(exc).__name__}{': ' + message if message else ''}); {done} steps were done."
+    return f"The pipeline failed {where} ({type(exc).__name__}{': ' + message if message else ''}); {plural(done, 'step was', 'steps were')} done."
 
 
 # -- the run, the explorer's way ---------------------------------------------------------------------------

@@ -14,11 +14,36 @@ import pytest
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+# What a user may have set that changes what the explorer prints or where it looks. Every test
+# starts without them (tests/test_environment.py sets them on purpose).
+USER_SETTINGS = (
+    "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
+    "DIFFUSERS_CACHE", "HF_TOKEN", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TERM", "TTY_COMPATIBLE",
+    "SD_EXPLORER_CACHE_DIR", "SD_EXPLORER_DEBUG",
+)
+SESSION_HOME: dict[str, str] = {}  # HF_HOME, set once for the session in pytest_configure
+
+
 def pytest_configure(config):
-    # The CLI caches trace records in the user's cache directory; tests use their own, fresh one.
+    """Before anything is imported: none of the caller's settings, an empty Hugging Face home and
+    an explorer cache of the session's own (libraries read some of these once, at import)."""
     import tempfile
 
-    os.environ["SD_EXPLORER_CACHE_DIR"] = tempfile.mkdtemp(prefix="sd-explorer-cache-")
+    for name in USER_SETTINGS:
+        os.environ.pop(name, None)
+    home = Path(tempfile.mkdtemp(prefix="sd-explorer-tests-"))
+    SESSION_HOME["HF_HOME"] = os.environ["HF_HOME"] = str(home / "hf")
+    os.environ["SD_EXPLORER_CACHE_DIR"] = str(home / "cache")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path_factory):
+    """Every test: none of the user's settings, whatever the caller exported, and a trace cache of
+    its own, so that no test sees what another left."""
+    for name in USER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", SESSION_HOME["HF_HOME"])
+    monkeypatch.setenv("SD_EXPLORER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
 def pytest_addoption(parser):

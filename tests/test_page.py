@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 from typer.testing import CliRunner
 
@@ -50,7 +46,7 @@ def info(page) -> str:
 def test_opens_on_the_pipeline_and_the_u(page, tmp_path):
     assert page.locator("#diagram [data-component=unet]").count() == 1
     assert page.locator('#diagram [data-section=unet] [data-path="up_blocks.3"]').count() == 1
-    page.screenshot(path=str(tmp_path / "pipeline.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "pipeline.png"), full_page=True, caret="initial")  # no injected style: the CSP would refuse it
 
 
 def test_drill_from_the_u_into_a_block_and_see_real_shapes(page):
@@ -119,6 +115,57 @@ def test_search_jumps_to_a_module(page):
     assert page.locator('#matches button[data-component=clip]').count() == 12
 
 
+def test_the_content_security_policy_blocks_injected_code(page):
+    """Even markup that an escaping bug let in cannot run: inline scripts and event handlers are
+    refused by the page's Content-Security-Policy, while its own files run (from file://)."""
+    policy = page.get_attribute('meta[http-equiv="Content-Security-Policy"]', "content")
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    page.evaluate("""() => {
+        window.__violations = [];
+        document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.violatedDirective));
+        document.body.insertAdjacentHTML('beforeend', '<img src="data:," onload="window.__xss = 5">');
+        const s = document.createElement('script'); s.textContent = 'window.__xss = 6'; document.body.append(s);
+    }""")
+    page.wait_for_function("window.__violations.length >= 2")
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.__xss") is None
+    assert any(v.startswith("script-src") for v in page.evaluate("window.__violations"))
+    assert page.locator("#diagram svg").count() >= 1  # page.js ran: the policy lets the page's own script in
+    page.errors.clear()  # the refusals are logged as console errors, on purpose here
+
+
+def test_hostile_module_names_reach_the_page_as_text(browser, tmp_path):
+    """A hand-made record whose module paths and type names are markup: shown as text, run never."""
+    import dataclasses
+
+    from explorer import trace
+    from explorer.site import build
+
+    bad_type = '<img src=x onerror="window.__xss=7">Block'
+    bad_path = 'conv_in"><script>window.__xss=8</script>'
+
+    def hostile(t):
+        nodes = tuple(dataclasses.replace(n, path=n.path.replace("conv_in", bad_path),
+                                          type=bad_type if n.type == "ResnetBlock2D" else n.type) for n in t.nodes)
+        edges = tuple(dataclasses.replace(e, src=e.src.replace("conv_in", bad_path), dst=e.dst.replace("conv_in", bad_path))
+                      for e in t.edges)
+        return dataclasses.replace(t, nodes=nodes, edges=edges)
+
+    traces = {c: hostile(trace(c, model="tiny")) for c in ("unet", "vae", "clip")}
+    build(tmp_path / "site", traces)
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((tmp_path / "site" / "index.html").as_uri())
+    page.click("#tabs button[data-tab=unet]")
+    page.hover(f"#diagram [data-path='{bad_path}']")  # the box is there, tagged with the path as it is
+    assert bad_path in page.inner_text("#info")
+    page.fill("#search", "Block")
+    assert any(bad_type in text for text in page.locator("#matches button").all_inner_texts())
+    assert page.evaluate("window.__xss") is None and page.locator('img[src="x"]').count() == 0 and errors == []
+    page.close()
+
+
 def test_a_run_with_a_hostile_prompt_runs_no_script(page, tmp_path):
     page.click("#tabs button[data-tab=run]")
     assert page.inner_text(".run .prompt") == HOSTILE  # shown as text
@@ -130,7 +177,7 @@ def test_a_run_with_a_hostile_prompt_runs_no_script(page, tmp_path):
     assert page.inner_text("#run h2") != first and "timestep" in page.inner_text("#run h2")
     assert "[2, 4, 8, 8]" in page.inner_text("#run")
     assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth > 0")
-    page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "run.png"), full_page=True, caret="initial")
 
 
 def test_the_run_drives_the_architecture_and_shows_guidance_and_maps(page, tmp_path):
@@ -158,7 +205,7 @@ def test_the_run_drives_the_architecture_and_shows_guidance_and_maps(page, tmp_p
     assert page.locator("#info figure.map canvas.heat").count() == 1 and "this cross-attention" in info(page)
     page.eval_on_selector("#arch-step", "s => { s.value = 0; s.dispatchEvent(new Event('input')); }")
     assert "step 0" in info(page)
-    page.screenshot(path=str(tmp_path / "maps.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "maps.png"), full_page=True, caret="initial")
 
 
 def test_bad_input(tmp_path):
@@ -168,3 +215,25 @@ def test_bad_input(tmp_path):
     unwritable = runner.invoke(app, ["html", "/proc/site"])
     assert unwritable.exit_code == 2 and "cannot be" in unwritable.stderr and "Traceback" not in unwritable.output
     assert not (tmp_path / "site").exists()
+
+
+def test_a_run_folder_cannot_make_the_page_carry_other_files(tmp_path):
+    """File names come from step numbers, never from trace.json; a link in the run folder pointing
+    outside it is left out."""
+    import json
+
+    run = tmp_path / "run"
+    generate(Settings(prompt="a red circle", model="micro", steps=2, seed=0), run)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not copy me")
+    (run / "previews" / "000.png").unlink()
+    (run / "previews" / "000.png").symlink_to(secret)
+    record = json.loads((run / "trace.json").read_text())
+    record["steps"][1]["preview"] = "../../secret.txt"
+    record["image"] = "../secret.txt"
+    (run / "trace.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["html", str(tmp_path / "site"), "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    copied = [p for p in (tmp_path / "site").rglob("*") if p.is_file()]
+    assert (tmp_path / "site" / "run" / "previews" / "001.png").exists()
+    assert not any(p.is_symlink() or b"do not copy me" in p.read_bytes() for p in copied)

@@ -45,6 +45,35 @@ def test_unet_outputs_identical_to_the_stock_attention_processor(tiny_models):
     assert not torch.isnan(traced).any()
 
 
+def test_what_the_recording_processor_mirrors_is_still_there(tiny_models):
+    """A future diffusers that renames what RecordingAttnProcessor reads, or changes the processor
+    it mirrors, fails here with a sentence saying what moved, before any trace comes out wrong."""
+    import inspect
+    import re
+
+    import diffusers
+
+    from explorer.capture.attention import STOCK_PROCESSORS, RecordingAttnProcessor
+
+    used = sorted(set(re.findall(r"\battn\.([a-z_]+)", inspect.getsource(RecordingAttnProcessor))))
+    assert len(used) > 10  # what the mirror reads from diffusers' Attention module
+    ours = set(inspect.signature(RecordingAttnProcessor.__call__).parameters)
+    for component in ("unet", "vae"):
+        for name, module in tiny_models[component].named_modules():
+            if not hasattr(module, "set_processor"):
+                continue
+            stock = type(module.processor)
+            where = f"diffusers {diffusers.__version__}, {component}.{name}"
+            assert stock.__name__ in STOCK_PROCESSORS, (
+                f"{where}: the default processor is now {stock.__name__}; explorer/capture/attention.py mirrors "
+                f"{sorted(STOCK_PROCESSORS)}: compare it with the new one and update it."
+            )
+            missing = [a for a in used if not hasattr(module, a)]
+            assert not missing, f"{where}: Attention no longer has {missing}, which the recording processor reads."
+            new = set(inspect.signature(stock.__call__).parameters) - ours
+            assert not new, f"{where}: {stock.__name__}.__call__ takes {sorted(new)} now; the recording processor does not."
+
+
 def test_vae_outputs_identical_to_the_stock_attention_processor(tiny_models):
     vae = tiny_models["vae"]
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1

@@ -49,21 +49,49 @@ def denoiser(loaded, request, height: int, width: int, batch: int) -> Drive:
 
     from explorer.loading import context_length, latent_downscale
 
-    cfg, unet = loaded.config, loaded.model
+    unet = loaded.model
+    cfg = dict(unet.config)  # the config as built, diffusers' defaults filled in
     randn, full = _tensor_factory(unet, request.seed)
     down = latent_downscale(loaded.source)
     sample = randn(batch, cfg["in_channels"], height // down, width // down)  # (B, 4, H/8, W/8) latents
     timestep = full((batch,), 999, torch.long)  # (B,) the first step of a 1000-step schedule
     context = randn(batch, context_length(loaded.source), cfg["cross_attention_dim"])  # (B, 77, 768) prompt
 
-    def run():
-        return unet(sample, timestep, encoder_hidden_states=context)
+    added = _added_conditioning(cfg, randn, batch, height, width)  # SDXL: text_embeds, time_ids; else none
 
-    return Drive({"sample": sample, "timestep": timestep, "encoder_hidden_states": context}, run)
+    def run():
+        return unet(sample, timestep, encoder_hidden_states=context, added_cond_kwargs=added or None)
+
+    return Drive({"sample": sample, "timestep": timestep, "encoder_hidden_states": context, **added}, run)
+
+
+def _added_conditioning(cfg, randn, batch: int, height: int, width: int) -> dict[str, Any]:
+    """What a UNet with `addition_embed_type = "text_time"` (SDXL) needs beside the prompt: the
+    pooled text embedding and six numbers per image, (original height, width, crop top, left,
+    target height, width), each turned into sinusoidal channels and added to the time embedding."""
+    import torch
+
+    kind = cfg.get("addition_embed_type")
+    if kind is None:
+        return {}
+    if kind != "text_time":
+        from explorer.errors import ExplorerError
+
+        raise ExplorerError(
+            f'This UNet has addition_embed_type = "{kind}", an extra conditioning the explorer cannot drive yet '
+            '(it drives none, as SD1.5 and SD2.x, and "text_time", as SDXL); its VAE and text encoder explore as usual.'
+        )
+    pooled = cfg["projection_class_embeddings_input_dim"] - 6 * cfg["addition_time_embed_dim"]  # 2816 - 6 x 256 = 1280
+    text_embeds = randn(batch, pooled)  # (B, 1280) the second text encoder's projected, pooled embedding
+    time_ids = randn(batch, 6)  # (B, 6)
+    if not time_ids.is_meta:
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]] * batch, dtype=time_ids.dtype, device=time_ids.device)
+    return {"text_embeds": text_embeds, "time_ids": time_ids}
 
 
 def autoencoder(loaded, request, height: int, width: int, batch: int) -> Drive:
-    cfg, vae = loaded.config, loaded.model
+    vae = loaded.model
+    cfg = dict(vae.config)  # the config as built, diffusers' defaults filled in
     randn, _ = _tensor_factory(vae, request.seed)
     image = randn(batch, cfg["in_channels"], height, width)  # (B, 3, H, W) pixels in [-1, 1]
 
@@ -133,12 +161,12 @@ def _unscale(vae, latents):
 def text(loaded, request, height: int, width: int, batch: int) -> Drive:
     import torch
 
-    from explorer.tokenizer import tokenize, tokenizer_folder
+    from explorer.tokenizer import pad_token_of, tokenize, tokenizer_folder
 
     max_length = int(loaded.config.get("max_position_embeddings", 77))
     # Like diffusers: the negative prompts first, then the prompts (batch 2 = [negative, prompt]).
     prompts = [request.negative_prompt] * (batch // 2) + [request.prompt] * (batch - batch // 2)
-    ids, records = tokenize(prompts, max_length, tokenizer_folder(loaded.source))
+    ids, records = tokenize(prompts, max_length, tokenizer_folder(loaded.source), pad_token_of(loaded.source))
     input_ids = torch.tensor(ids, device=next(loaded.model.parameters()).device)  # (B, 77)
     clip = loaded.model
 

@@ -79,9 +79,12 @@ def record(
             with torch.no_grad(), counter:
                 output = run()
         except Exception as exc:
-            last = recorder.stack[-1] if len(recorder.stack) > 1 else recorder.last
-            where = f"in {last['path'] or 'the component'} ({last['type']})" if last else "before any module ran"
-            raise TraceError(f"The {type(module).__name__} forward failed {where}: {exc}") from exc
+            # the module whose own code was running: the innermost one entered and not yet left
+            # (the component itself when its own forward raised, not the last child that finished)
+            running = recorder.stack[-1]
+            where = f"in {running['path']} ({running['type']})" if running["path"] else f"in {type(module).__name__}'s own forward"
+            hint = "" if running["path"] else _conditioning_hint(module)
+            raise TraceError(f"The {type(module).__name__} forward failed {where}: {exc}{hint}") from exc
         recorder.leave(output)
         dtype = next((p.dtype for p in module.parameters()), torch.float32)
         trace = recorder.freeze(
@@ -92,3 +95,25 @@ def record(
             **trace_fields,
         )
         return counter.with_flops(trace) if flops else trace
+
+
+# Extra inputs a UNet's config asks for (diffusers' `UNet2DConditionModel.get_aug_embed`), by the
+# value of its `addition_embed_type`.
+CONDITIONING_INPUTS = {
+    "text_time": ("text_embeds", "time_ids"),
+    "text": (),
+    "text_image": ("image_embeds", "text_embeds"),
+    "image": ("image_embeds",),
+    "image_hint": ("image_embeds", "hint"),
+}
+
+
+def _conditioning_hint(module: nn.Module) -> str:
+    """When a failure in the component's own forward may come from a conditioning input it was not
+    given: which config field asks for which inputs."""
+    kind = getattr(getattr(module, "config", None), "get", lambda key, default=None: default)("addition_embed_type")
+    wanted = CONDITIONING_INPUTS.get(kind) if isinstance(kind, str) else None
+    if not wanted:
+        return ""
+    names = " and ".join(f"`{n}`" for n in wanted)
+    return f'. Its config sets addition_embed_type = "{kind}", which needs {names} in `added_cond_kwargs`.'

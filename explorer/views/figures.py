@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from explorer.record import Node, Trace
-from explorer.views.format import esc, shape_str, small
+from explorer.views.format import esc, plural, shape_str, small
 from explorer.views.graph import Arrow, Box, Cluster, Scene, scene
 
 Select = Callable[[Trace], "str | None"]
@@ -174,13 +174,13 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
         Arrow("unet", "guide", f"noise prediction {shape_str(noise)}"),
         Arrow("guide", "scheduler", shape_str(single)),
         Arrow("scheduler", "cfg_in", f"{shape_str(single)}: the next step", dashed=True),
-        Arrow("scheduler", "decode", f"after {steps} steps: {shape_str(single)}"),
+        Arrow("scheduler", "decode", f"after {plural(steps, 'step')}: {shape_str(single)}"),
         Arrow("decode", "image", shape_str(image)),
     ]
     return Scene(
         title=f"The pipeline: text to image\nSD1.5 · {steps} denoising steps, guidance {guidance} · "
         "shapes read off the component traces",
         boxes=boxes,
-        clusters=[Cluster(loop, f"<b>denoising loop</b> {small(f'{steps} steps')}", "step")],
+        clusters=[Cluster(loop, f"<b>denoising loop</b> {small(plural(steps, 'step'))}", "step")],
         arrows=arrows,
     )

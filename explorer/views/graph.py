@@ -23,7 +23,7 @@ from typing import Iterable
 from explorer.errors import OptionError
 from explorer.record import Node, Trace, check_depth
 from explorer.views.categories import category_of
-from explorer.views.format import call_suffix, esc, fmt_params, node_id, relative_name, shape_str, small
+from explorer.views.format import call_suffix, esc, fmt_params, node_id, plural, relative_name, shape_str, small
 
 FILL = {
     "conv": "#cfe8f3",
@@ -541,7 +541,7 @@ def _buses(
         port = ports.most_common(1)[0][0] if ports else "input"
         if any(first_input.get(a.dst) == port for a in group):
             continue  # what the receivers mainly work on (Q, K and V of one input): drawn as arrows
-        into = _receivers(receivers.get((src, label), []), port) or f"into {len(group)} nodes"
+        into = _receivers(receivers.get((src, label), []), port) or f"into {plural(len(group), 'node')}"
         if src.startswith("in/"):  # an input of the figure: it is its own bus
             boxes[src].label += "<br/>" + small(into)
         else:
@@ -578,6 +578,11 @@ def _u_layout(result: Scene, tops: list[str]) -> None:
         if src not in pairs and dst not in taken:
             pairs[src] = dst
             taken.add(dst)
+    # Skips of a U all pass over its bottom: keep the pairs around the position most of them span
+    # (SDXL's time embedding also reaches past a few nodes, to be added to the extra conditioning).
+    spans = [(position[src], position[dst]) for src, dst in pairs.items()]
+    bottom = max(range(len(tops)), key=lambda m: sum(a < m < b for a, b in spans), default=0)
+    pairs = {src: dst for src, dst in pairs.items() if position[src] < bottom < position[dst]}
     # A U: at least three pairs, nested: the first down node feeds the last up node, and so on.
     ordered = sorted(pairs.items(), key=lambda kv: position[kv[0]])
     nested = all(position[a[1]] > position[b[1]] for a, b in zip(ordered, ordered[1:]))
@@ -586,7 +591,7 @@ def _u_layout(result: Scene, tops: list[str]) -> None:
     first_up = min(position[d] for d in pairs.values())
     up = {box_id for box_id in tops if position[box_id] >= first_up}
     for a in result.arrows:
-        if a.src in position and a.dst in position and position[a.dst] - position[a.src] >= 2:
+        if a.src in position and a.dst in position and position[a.src] < bottom < position[a.dst]:
             a.straight = True  # a skip: straight across the U
         elif a.dst in up or (a.src in up and a.dst.startswith("out/")):
             a.back = True  # the up path is drawn going up

@@ -9,6 +9,7 @@ from the user (a prompt, a file name) is ever inserted as HTML: the page sets it
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from typing import Any
@@ -57,7 +58,8 @@ def tag_svg(svg: str, keys: dict[str, str], extra: dict[str, dict[str, str]] | N
 
     def tag(m: re.Match) -> str:
         element_id, kind = m.group(1), m.group(2)
-        key = element_id.removeprefix("cluster_") if kind == "cluster" else element_id
+        key = html.unescape(element_id)  # Graphviz escapes ids made from unusual module paths
+        key = key.removeprefix("cluster_") if kind == "cluster" else key
         attrs = ""
         if key in keys:
             attrs = f' data-path="{attr(keys[key])}" data-key="{attr(key)}"'

@@ -1,0 +1,155 @@
+"""The SD family beyond SD1.5: SD2.1 and SDXL presets, their exact sizes, traces that agree with
+plain forward hooks on the same diffusers / transformers classes, SDXL's extra conditioning shown
+by name, folders holding configs alone, and failures that name the code that was running."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from explorer import trace
+from explorer.capture.hooks import TraceError, record
+from explorer.cli import app
+from explorer.loading import build, load
+from explorer.specs import PRESETS, TINY
+
+# Published parameter counts (the models' model cards and `num_parameters()` of the released weights).
+PUBLISHED = {
+    ("sd15", "unet"): 859_520_964, ("sd15", "vae"): 83_653_863, ("sd15", "clip"): 123_060_480,
+    ("sd21", "unet"): 865_910_724, ("sd21", "vae"): 83_653_863, ("sd21", "clip"): 340_387_840,
+    ("sdxl", "unet"): 2_567_463_684, ("sdxl", "vae"): 83_653_863, ("sdxl", "clip"): 123_060_480,
+}
+
+
+@pytest.mark.parametrize("preset, component", sorted(PUBLISHED))
+def test_every_preset_component_has_its_published_size(preset, component):
+    model = build(component, PRESETS[preset].config(component))  # the real class, on the meta device
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED[preset, component]
+
+
+def _plain_hooks(component: str, preset: str) -> dict[str, list[tuple]]:
+    """Every module's output shapes, by path, from plain forward hooks on a fresh build of the same class."""
+    t = trace(component, preset)  # its inputs, to replay them
+    model = build(component, PRESETS[preset].config(component))
+    seen: dict[str, list[tuple]] = {}
+
+    def hook(name):
+        def record_shapes(module, args, output):
+            out = output.sample if hasattr(output, "sample") else output
+            out = out[0] if isinstance(out, tuple) else out
+            seen.setdefault(name, []).append(tuple(out.shape))
+        return record_shapes
+
+    for name, m in model.named_modules():
+        if name:
+            m.register_forward_hook(hook(name))
+    inputs = {k: torch.empty(v, device="meta") for k, v in t.inputs.items()}
+    cfg = model.config
+    added = {k: inputs.pop(k) for k in ("text_embeds", "time_ids") if k in inputs}
+    with torch.no_grad():
+        model(inputs["sample"], torch.full(t.inputs["timestep"], 999, device="meta"),
+              encoder_hidden_states=inputs["encoder_hidden_states"], added_cond_kwargs=added or None)
+    assert cfg is not None
+    return t, seen
+
+
+@pytest.mark.parametrize("preset", ["sd21", "sdxl"])
+def test_traces_agree_with_plain_forward_hooks(preset):
+    t, seen = _plain_hooks("unet", preset)
+    ours = {}
+    for n in t.nodes:
+        if n.kind == "module" and n.path and n.outputs:
+            ours.setdefault(n.path, []).append(n.outputs[0])
+    assert set(seen) <= set(ours) | {k for k in seen if not seen[k]}
+    for path, shapes in seen.items():
+        assert ours[path] == shapes, path
+    assert len(seen) > 500
+
+
+def test_sdxl_layout_its_extra_conditioning_named_and_its_ten_block_levels():
+    t = trace("unet", "sdxl")
+    assert t.inputs["text_embeds"] == (2, 1280) and t.inputs["time_ids"] == (2, 6)
+    assert t.inputs["encoder_hidden_states"] == (2, 77, 2048) and t.inputs["sample"] == (2, 4, 128, 128)
+    into = {(e.src_port, e.dst) for e in t.edges if e.src == ""}
+    assert ("time_ids", "reshape") in into  # six numbers per image, flattened for add_time_proj
+    assert any(port == "text_embeds" and dst == "concat" for port, dst in into)
+    assert t.find("add_embedding").outputs == ((2, 1280),)
+    blocks = [n for n in t.nodes if n.type == "BasicTransformerBlock"]
+    assert sum(n.path.startswith("mid_block.") for n in blocks) == 10
+    assert sum(n.path.startswith("down_blocks.2.attentions.0.") for n in blocks) == 10
+    assert [n.type for n in t.nodes if n.depth == 1 and n.path.startswith("down_blocks")] == [
+        "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+
+
+def test_sd21_reads_a_wider_text_encoder_that_pads_with_exclamation_marks():
+    unet, clip = trace("unet", "sd21"), trace("clip", "sd21", prompt="a cat")
+    assert unet.inputs["encoder_hidden_states"] == (2, 77, 1024) and unet.inputs["sample"] == (2, 4, 96, 96)
+    assert unet.find("down_blocks.0.attentions.0.proj_in").type == "Linear"  # use_linear_projection
+    assert clip.nodes[0].outputs == ((2, 77, 1024), (2, 1024))
+    cat = next(r for r in clip.tokens if r["prompt"] == "a cat")
+    assert cat["ids"][-1] == 0 and cat["tokens"][-1] == "!"
+
+
+@pytest.mark.parametrize("layout", ["pipeline", "component"])
+def test_a_folder_of_configs_alone_explores_on_the_meta_device(tmp_path, layout):
+    folder = tmp_path / "configs"
+    where = folder / "unet" if layout == "pipeline" else folder
+    where.mkdir(parents=True)
+    (where / "config.json").write_text(json.dumps(PRESETS["sdxl"].config("unet")))
+    result = CliRunner().invoke(app, ["unet", "--model", str(folder), "--depth", "0"])
+    assert result.exit_code == 0, result.output
+    assert "2,567,463,684 params" in result.stdout and "time_ids [2,6]" in result.stdout
+    assert "shapes from its config alone" in result.stderr
+    pretrained = CliRunner().invoke(app, ["unet", "--model", str(folder), "--weights", "pretrained"])
+    assert pretrained.exit_code == 2 and "no weights" in pretrained.stderr
+
+
+def test_a_failure_in_the_unets_own_forward_names_it_and_the_missing_input():
+    config = {**TINY.config("unet"), "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+              "projection_class_embeddings_input_dim": 16 + 6 * 8}
+    unet = build("unet", config, "random")
+    sample, context = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 16)
+
+    def run():  # as a pipeline that forgot SDXL's added_cond_kwargs
+        return unet(sample, torch.tensor([1, 1]), encoder_hidden_states=context)
+
+    with pytest.raises(TraceError) as failure:
+        record(unet, {"sample": sample}, run, component="unet", model="tiny-xl", weights="random")
+    message = str(failure.value)
+    assert "UNet2DConditionModel's own forward" in message and "time_embedding" not in message.split(":")[0]
+    assert "text_embeds" in message and "addition_embed_type" in message
+
+
+def test_a_conditioning_the_explorer_cannot_drive_is_one_sentence(tmp_path):
+    folder = tmp_path / "unet-with-image-conditioning"
+    folder.mkdir()
+    config = {**TINY.config("unet"), "addition_embed_type": "image", "encoder_hid_dim": 16}
+    (folder / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["unet", "--model", str(folder)])
+    assert result.exit_code == 2 and 'addition_embed_type = "image"' in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_load_keeps_what_a_preset_is():
+    assert load("unet", "sdxl").config["cross_attention_dim"] == 2048
+
+
+def test_sdxl_is_drawn_as_a_u_of_three_levels():
+    """The skips pair the three down blocks with the three up blocks across the U; the time
+    embedding's way to the added conditioning, which also reaches past a few nodes, is no skip."""
+    from explorer.views.graph import scene
+
+    u = scene(trace("unet", "sdxl"), None, 1)
+    assert u.same_rank == [["down_blocks.0", "up_blocks.2"], ["down_blocks.1", "up_blocks.1"], ["down_blocks.2", "up_blocks.0"]]
+    assert not any(a.straight for a in u.arrows if a.dst == "add")
+    labels = [b.label for b in u.boxes]
+    assert any("text_embeds" in label for label in labels) and any("time_ids" in label for label in labels)
+
+
+def test_generate_refuses_the_sdxl_layout_in_one_sentence(tmp_path):
+    result = CliRunner().invoke(app, ["generate", "-p", "a cat", "--model", "sdxl", "--steps", "1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and 'addition_embed_type = "text_time"' in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -153,3 +153,13 @@ def test_generate_refuses_the_sdxl_layout_in_one_sentence(tmp_path):
     result = CliRunner().invoke(app, ["generate", "-p", "a cat", "--model", "sdxl", "--steps", "1", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and 'addition_embed_type = "text_time"' in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_pipeline_overview_reads_each_models_own_numbers():
+    from explorer.views.figures import pipeline_scene
+
+    xl = pipeline_scene(trace("unet", "sdxl"), trace("vae", "sdxl"), trace("clip", "sdxl"))
+    text = xl.title + " ".join(a.label for a in xl.arrows) + " ".join(b.label for b in xl.boxes)
+    assert "SDXL" in xl.title and "[2, 77, 2048] (joined with another text encoder's)" in text
+    assert "text_embeds [2, 1280]" in text and "÷ 0.13025" in text and "EulerDiscrete" in text
+    assert "0.18215" not in text and "PNDM" not in text

@@ -142,6 +142,9 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
     """The whole text-to-image pipeline, with the shapes read off the three component traces."""
     ids = clip.inputs["input_ids"]
     embedding = clip.nodes[0].outputs[0]
+    context = unet.inputs.get("encoder_hidden_states", embedding)
+    joined = "" if context == embedding else " (joined with another text encoder's)"  # SDXL: 768 + 1280
+    extra = [f"{k} {shape_str(v)}" for k, v in unet.inputs.items() if k in ("text_embeds", "time_ids")]
     latent = unet.inputs["sample"]
     noise = unet.nodes[0].outputs[0]
     single = (1, *latent[1:])
@@ -161,14 +164,14 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
         box("cfg_in", "classifier-free guidance", "the latent twice: one for each prompt", "step", loop),
         box("unet", unet.nodes[0].type, f"predicts the noise · {unet.total_params:,} params", "attention", loop),
         box("guide", "guided noise", f"uncond + {guidance} · (cond − uncond)", "step", loop),
-        box("scheduler", "scheduler step", "PNDM: removes a little noise", "step", loop),
-        box("decode", f"VAE {decoder.type}", f"latent ÷ 0.18215, then decode · {vae.total_params:,} params (whole VAE)", "conv"),
+        box("scheduler", "scheduler step", f"{_scheduler_name(unet.model)}removes a little noise", "step", loop),
+        box("decode", f"VAE {decoder.type}", f"{_unscale_label(vae)}, then decode · {vae.total_params:,} params (whole VAE)", "conv"),
         box("image", "image", shape_str(image), "io"),
     ]
     arrows = [
         Arrow("prompt", "tokenizer"),
         Arrow("tokenizer", "clip", f"input_ids {shape_str(ids)}"),
-        Arrow("clip", "unet", f"encoder_hidden_states {shape_str(embedding)}"),
+        Arrow("clip", "unet", f"encoder_hidden_states {shape_str(context)}{joined}" + "".join(f", {e}" for e in extra)),
         Arrow("noise", "cfg_in", shape_str(single)),
         Arrow("cfg_in", "unet", f"sample {shape_str(latent)}, timestep {shape_str(unet.inputs['timestep'])}"),
         Arrow("unet", "guide", f"noise prediction {shape_str(noise)}"),
@@ -178,9 +181,26 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
         Arrow("decode", "image", shape_str(image)),
     ]
     return Scene(
-        title=f"The pipeline: text to image\nSD1.5 · {steps} denoising steps, guidance {guidance} · "
+        title=f"The pipeline: text to image\n{MODEL_NAMES.get(unet.model, unet.model)} · {steps} denoising steps, guidance {guidance} · "
         "shapes read off the component traces",
         boxes=boxes,
         clusters=[Cluster(loop, f"<b>denoising loop</b> {small(plural(steps, 'step'))}", "step")],
         arrows=arrows,
     )
+
+
+MODEL_NAMES = {"sd15": "SD1.5", "sd21": "SD2.1", "sdxl": "SDXL"}
+
+
+def _scheduler_name(model: str) -> str:
+    """"PNDM: " for a preset whose scheduler is known, "" otherwise."""
+    from explorer.specs import PRESETS
+
+    preset = PRESETS.get(model)
+    return f"{preset.scheduler['_class_name'].removesuffix('Scheduler')}: " if preset is not None else ""
+
+
+def _unscale_label(vae: Trace) -> str:
+    """"latent ÷ 0.18215", with the VAE's own scaling factor (the label of its unscale step)."""
+    step = next((n for n in vae.nodes if n.path == "unscale"), None)
+    return step.label.replace("latents", "latent") if step is not None and step.label else "latent unscaled"

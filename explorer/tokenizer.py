@@ -68,8 +68,9 @@ def pad_token_of(source: Any) -> str:
 def tokenizer_folder(source: Any) -> str | None:
     """The `tokenizer/` folder of a diffusers folder source, if it has one."""
     path = getattr(source, "path", None)
-    if path is not None and Path(path).is_dir() and (Path(path) / "tokenizer" / "vocab.json").is_file():
-        return str(Path(path) / "tokenizer")
+    folder = Path(path) / "tokenizer" if path is not None else None
+    if folder is not None and folder.is_dir() and any((folder / f).is_file() for f in ("vocab.json", "tokenizer.json")):
+        return str(folder)
     return None
 
 

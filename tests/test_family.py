@@ -163,3 +163,37 @@ def test_the_pipeline_overview_reads_each_models_own_numbers():
     assert "SDXL" in xl.title and "[2, 77, 2048] (joined with another text encoder's)" in text
     assert "text_embeds [2, 1280]" in text and "÷ 0.13025" in text and "EulerDiscrete" in text
     assert "0.18215" not in text and "PNDM" not in text
+
+
+@pytest.fixture(scope="module")
+def tiny_sd21_folder(tmp_path_factory):
+    """An SD2.1-layout pipeline at a tiny size (linear projections, heads per level, GELU text
+    encoder, padding with "!", a v-prediction DDIM scheduler), saved the real way."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from explorer.specs import SD21
+    from explorer.tokenizer import clip_tokenizer
+
+    unet = {**TINY.config("unet"), "use_linear_projection": True, "upcast_attention": True, "attention_head_dim": [1, 2, 2, 2]}
+    pipe = StableDiffusionPipeline(
+        vae=build("vae", TINY.config("vae"), "random"),
+        text_encoder=build("clip", {**TINY.config("clip"), "hidden_act": "gelu"}, "random"),
+        tokenizer=clip_tokenizer(None, 77, "!"),
+        unet=build("unet", unet, "random"),
+        scheduler=DDIMScheduler.from_config(dict(SD21.scheduler)),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    folder = tmp_path_factory.mktemp("tiny-sd21")
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_an_sd21_layout_model_generates_through_its_pipeline(tiny_sd21_folder, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["generate", "-p", "a cat", "--model", str(tiny_sd21_folder), "--steps", "2",
+                                      "--scheduler", "ddim", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((run / "trace.json").read_text())
+    assert record["status"] == "done" and len(record["steps"]) == 2
+    assert record["tokens"][-1]["tokens"][-1] == "!"  # its own tokenizer, padding with "!"
+    assert (run / "guidance" / "001-x0.png").exists()  # x0 from a v-prediction, by the scheduler's alphas

@@ -163,7 +163,7 @@ def build_pipeline(settings: Settings, source=None) -> Built:
     pipe = pipeline_class()(
         vae=parts["vae"].model,
         text_encoder=parts["clip"].model,
-        tokenizer=clip_tokenizer(tokenizer_folder(source), 77, pad_token_of(source)),
+        tokenizer=clip_tokenizer(tokenizer_folder(source), pad_token=pad_token_of(source)),
         unet=parts["unet"].model,
         scheduler=getattr(diffusers, SCHEDULERS[settings.scheduler]).from_config(scheduler_config),
         safety_checker=None,

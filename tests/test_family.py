@@ -197,3 +197,19 @@ def test_an_sd21_layout_model_generates_through_its_pipeline(tiny_sd21_folder, t
     assert record["status"] == "done" and len(record["steps"]) == 2
     assert record["tokens"][-1]["tokens"][-1] == "!"  # its own tokenizer, padding with "!"
     assert (run / "guidance" / "001-x0.png").exists()  # x0 from a v-prediction, by the scheduler's alphas
+
+
+def test_an_sdxl_layout_traces_on_real_tensors_with_its_size_conditioning(tmp_path):
+    """Random weights: text_embeds are random, time_ids are the sizes SDXL is told (original size,
+    crop corner, target size), and the trace runs through add_embedding."""
+    from explorer.capture.drivers import denoiser
+    from explorer.explore import TraceRequest
+
+    config = {**TINY.config("unet"), "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+              "projection_class_embeddings_input_dim": 16 + 6 * 8}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = load("unet", str(tmp_path), weights="random")
+    drive = denoiser(loaded, TraceRequest(), 64, 48, 2)
+    assert drive.inputs["time_ids"].tolist() == [[64, 48, 0, 0, 64, 48]] * 2 and drive.inputs["text_embeds"].shape == (2, 16)
+    t = trace("unet", str(tmp_path), weights="random")
+    assert t.find("add_embedding").outputs == ((2, 32),) and t.inputs["time_ids"] == (2, 6)

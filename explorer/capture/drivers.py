@@ -83,9 +83,11 @@ def _added_conditioning(cfg, randn, batch: int, height: int, width: int) -> dict
         )
     pooled = cfg["projection_class_embeddings_input_dim"] - 6 * cfg["addition_time_embed_dim"]  # 2816 - 6 x 256 = 1280
     text_embeds = randn(batch, pooled)  # (B, 1280) the second text encoder's projected, pooled embedding
-    time_ids = randn(batch, 6)  # (B, 6)
-    if not time_ids.is_meta:
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]] * batch, dtype=time_ids.dtype, device=time_ids.device)
+    if text_embeds.is_meta:
+        time_ids = randn(batch, 6)  # (B, 6), shapes only
+    else:
+        sizes = [[height, width, 0, 0, height, width]] * batch  # (B, 6)
+        time_ids = torch.tensor(sizes, dtype=text_embeds.dtype, device=text_embeds.device)
     return {"text_embeds": text_embeds, "time_ids": time_ids}
 
 

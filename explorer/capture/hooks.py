@@ -111,7 +111,8 @@ CONDITIONING_INPUTS = {
 def _conditioning_hint(module: nn.Module) -> str:
     """When a failure in the component's own forward may come from a conditioning input it was not
     given: which config field asks for which inputs."""
-    kind = getattr(getattr(module, "config", None), "get", lambda key, default=None: default)("addition_embed_type")
+    config = getattr(module, "config", None)  # diffusers: a dict; transformers: a config object, no such field
+    kind = config.get("addition_embed_type") if isinstance(config, dict) else None
     wanted = CONDITIONING_INPUTS.get(kind) if isinstance(kind, str) else None
     if not wanted:
         return ""

@@ -202,5 +202,8 @@ def _scheduler_name(model: str) -> str:
 
 def _unscale_label(vae: Trace) -> str:
     """"latent ÷ 0.18215", with the VAE's own scaling factor (the label of its unscale step)."""
-    step = next((n for n in vae.nodes if n.path == "unscale"), None)
-    return step.label.replace("latents", "latent") if step is not None and step.label else "latent unscaled"
+    try:
+        label = vae.find("unscale").label
+    except KeyError:  # a VAE traced some other way
+        label = ""
+    return label.replace("latents", "latent") if label else "latent unscaled"

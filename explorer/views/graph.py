@@ -655,7 +655,8 @@ def _title_table(s: Scene) -> str:
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    """`text` in lines of at most `width` characters, broken after ': ', '; ' or between words."""
+    """`text` in lines of at most `width` characters: what comes before ': ' on a line of its own
+    when it fits, the rest broken between words."""
     import textwrap
 
     if len(text) <= width:

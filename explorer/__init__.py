@@ -16,9 +16,14 @@ Values, not only shapes, on the micro model trained here (or your own SD1.5 weig
     >>> with explorer.watch(pipe, "runs/mine", attention_maps=True) as run:   # your own pipeline
     ...     pipe("a lighthouse at dusk")
 
+What changed between two models, module by module, with a summary in words:
+
+    >>> print(explorer.diff("sd15", "sdxl").summary())
+
 Importing this package is cheap: torch and diffusers load on the first trace.
 """
 
+from explorer.compare import diff
 from explorer.diagrams import Diagram, diagram
 from explorer.errors import ExplorerError
 from explorer.explore import narrow, trace
@@ -46,6 +51,7 @@ __all__ = [
     "watch",
     "load_run",
     "Run",
+    "diff",
 ]
 
 

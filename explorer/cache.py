@@ -24,7 +24,7 @@ from explorer.files import write_atomic
 from explorer.record import Trace
 from explorer.versions import package_versions
 
-FORMAT = 2  # bump when what is stored changes (2: output names)
+FORMAT = 3  # bump when what is stored changes (2: output names; 3: SDXL's two text encoders)
 
 
 def cache_dir() -> Path:
@@ -38,10 +38,14 @@ def source_fingerprint(source: Any, component: str, allow_pickle: bool) -> dict[
     """What identifies the architecture and, when there are weights, the files holding them."""
     from explorer.loading import component_config, weight_files
 
+    from explorer.loading import has_second_text_encoder
+
     found: dict[str, Any] = {"kind": source.form, "label": source.label, "config": component_config(source, component)}
-    if source.has_weights:
+    if source.has_weights and not (component == "clip_2" and source.form == "file"):
         files = weight_files(source, component, allow_pickle, required=False)  # configs alone explore too
         found["files"] = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    if component == "clip" and has_second_text_encoder(source):  # SDXL: both encoders make the record
+        found["second"] = source_fingerprint(source, "clip_2", allow_pickle)
     return found
 
 

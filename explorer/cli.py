@@ -449,13 +449,21 @@ def html(
         typer.Option("--model", "-m", help="The architecture to draw: a preset, micro, a folder, a file or a hub id. "
                      "[default: the run's model with --run, else sd15]"),
     ] = None,
+    diff: Annotated[
+        Optional[str],
+        typer.Option("--diff", help="Add a Diff tab: what changed from this model to --model (as `explore diff DIFF MODEL` "
+                     "says), on the coloured U, each block a click away."),
+    ] = None,
     config: Config = None,
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
     no_cache: NoCache = False,
 ) -> None:
     """Write an interactive page: the pipeline and the U, and a click opens any block, down to the
-    attention heads. Self-contained: open FOLDER/index.html in any browser, offline."""
+    attention heads. Self-contained: open FOLDER/index.html in any browser, offline.
+
+    Try: explore html site/ · explore html site/ --model sdxl --diff sd15 · explore html site/ --run runs/circle
+    """
     with user_errors():
         from rich.progress import Progress
 
@@ -470,10 +478,85 @@ def html(
                                allow_download=allow_download, flops=True), no_cache)
             for c in COMPONENTS
         }
+        compared = None
+        if diff is not None:
+            from explorer.compare import diff as compare_models
+
+            with _status(f"Comparing {diff} with {model}…"):
+                compared = compare_models(diff, model, use_cache=not no_cache)
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("Drawing every block", total=None)
-            page = build(folder, traces, run, progress=lambda done, total: progress.update(task, completed=done, total=total))
+            page = build(folder, traces, run, progress=lambda done, total: progress.update(task, completed=done, total=total),
+                         diff=compared)
         err.print(f"Wrote {page}: open it in a browser.", style="dim", highlight=False)
+
+
+@app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="The model to compare from: a preset (sd15, sd21, sdxl, tiny, micro), a folder, a file or a hub id.")],
+    b: Annotated[str, typer.Argument(help="The model to compare to.")],
+    component: Annotated[
+        Optional[Component], typer.Option("--component", "-c", help="Compare this component only. [default: every one both have]")
+    ] = None,
+    depth: Annotated[
+        int, typer.Option("--depth", "-d", help="How many levels below each component to show (and to draw with -o).")
+    ] = 1,
+    everything: Annotated[bool, typer.Option("--all", help="Show the places that did not change too.")] = False,
+    size: Annotated[
+        Optional[int], typer.Option(help="Trace both at this image side in pixels, a multiple of 8. [default: A's own size]")
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Also draw B's figure of the component (the UNet by default) coloured by what "
+                     "changed; the extension picks the format: .svg .png .pdf .dot."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the diff (schema sd-explorer/diff@1) as JSON.")] = False,
+    no_cache: NoCache = False,
+) -> None:
+    """What changed from model A to model B: every component aligned module by module, with a summary in words.
+
+    Modules are matched by path (then by position where paths differ) and compared by type, parameters,
+    input and output shapes, attention heads and context width. Both are traced on the meta device.
+
+    Try: explore diff sd15 sdxl · explore diff sd15 sd21 --component unet --depth 3 · explore diff sd15 ./my-model
+    """
+    with user_errors():
+        from explorer.compare import diff as compare_models
+        from explorer.diagrams import check_writable, format_of
+        from explorer.explore import check_depth
+
+        shown = component.value if component else None
+        check_depth(depth, shown or "unet", minimum=1 if output is not None else 0)
+        if output is not None:
+            format_of(output)
+            check_writable(output.parent)
+        status = _status(f"Tracing {a} and {b}…")
+        status.start()
+        try:
+            result = compare_models(a, b, [shown] if shown else None, size=size, use_cache=not no_cache,
+                                    on_trace=lambda c, m: status.update(f"Tracing the {c} of {m}…"))
+        finally:
+            status.stop()
+        if output is not None:
+            _write_diff_figure(result, shown, depth, output)
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
+            return
+        from explorer.views.diff import render
+
+        _print_wide(render(result, depth, everything))
+
+
+def _write_diff_figure(result, shown: str | None, depth: int, output: Path) -> None:
+    from explorer.diagrams import Diagram, write
+    from explorer.views.diff import diff_scene
+    from explorer.views.graph import to_dot
+
+    names = [c.component for c in result.components]
+    name = shown or ("unet" if "unet" in names else names[0])
+    dot = to_dot(diff_scene(result.component(name), result.a, result.b, depth=depth))
+    write(Diagram(f"diff-{name}", dot), output)
+    err.print(f"Wrote {output}", style="dim", highlight=False)
 
 
 def _stopped(exc: BaseException, debug: bool) -> None:
@@ -507,7 +590,10 @@ def generate(
     height: Height = None,
     width: Width = None,
     seed: Annotated[int, typer.Option(help="Seed of the starting noise (and of random weights).")] = 0,
-    scheduler: Annotated[Scheduler, typer.Option(help="pndm is SD1.5's own; ddim and euler are common choices.")] = Scheduler.pndm,
+    scheduler: Annotated[
+        Optional[Scheduler],
+        typer.Option(help="pndm is SD1.5's own, ddim SD2.1's, euler SDXL's. [default: the model's own]", show_default=False),
+    ] = None,
     model: Model = "sd15",
     config: Config = None,
     out_dir: Annotated[

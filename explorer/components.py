@@ -81,11 +81,32 @@ CLIP = Component(
     image_sized=False,
 )
 
+# SDXL's second text encoder (OpenCLIP ViT-bigG with its projection). Not a component of its own:
+# where a model has one, the `clip` component is both encoders together (explorer.textencoders),
+# as the pipeline runs them. It has an entry so that it loads like any component: its folder, its
+# class, its weights.
+CLIP_2 = Component(
+    name="clip_2",
+    folder="text_encoder_2",
+    library="transformers",
+    class_name="CLIPTextModelWithProjection",
+    config_class="CLIPTextConfig",
+    driver="text",
+    default_batch=2,
+    ldm_prefix="conditioner.embedders.1.model.",
+    ldm_converter="",  # the original layout's OpenCLIP weights are not converted: a diffusers folder is needed
+    title="CLIP 2",
+    heading="second text encoder",
+    summary="SDXL's second text encoder: the wider half of the prompt embedding and the pooled text_embeds",
+    image_sized=False,
+)
+
 COMPONENTS: dict[str, Component] = {c.name: c for c in (UNET, VAE, CLIP)}
+PARTS: dict[str, Component] = {**COMPONENTS, CLIP_2.name: CLIP_2}  # what loads: the components and the parts of one
 
 
 def component(name: str) -> Component:
     """The registry entry of `name`, or one sentence naming the components."""
-    if name not in COMPONENTS:
+    if name not in PARTS:
         raise ExplorerError(f"Unknown component {name!r}: choose one of {', '.join(COMPONENTS)}.")
-    return COMPONENTS[name]
+    return PARTS[name]

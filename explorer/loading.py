@@ -333,13 +333,35 @@ def load(
             "folder, a .safetensors file or a hub id for pretrained ones."
         )
 
+    loaded = _load_part(component, source, weights, allow_pickle, seed)
+    if component == "clip" and has_second_text_encoder(source):
+        # SDXL: the clip component is both encoders, run together as its pipeline runs them
+        from explorer.textencoders import TextEncoders
+
+        second = _load_part("clip_2", source, weights, allow_pickle, seed + 1)
+        pair = TextEncoders(loaded.model, second.model).eval()
+        loaded = Loaded(component, pair, source, weights, loaded.config, tuple(dict.fromkeys(loaded.notes + second.notes)))
+    return loaded
+
+
+def has_second_text_encoder(source: Source) -> bool:
+    """Whether the model has SDXL's `text_encoder_2` (a preset's config, or its folder with a config.json)."""
+    if source.preset is not None and source.form in ("preset", "file"):
+        return entry("clip_2").folder in source.preset.models
+    return source.path is not None and (source.path / entry("clip_2").folder / "config.json").is_file()
+
+
+def _load_part(component: str, source: Source, weights: str, allow_pickle: bool, seed: int) -> Loaded:
+    """One model of the pipeline, built from its config and filled as `weights` says."""
     cfg = component_config(source, component)
     notes: list[str] = []
     built = build(component, cfg, weights, seed)
     # Meta and random weights need only the configs: a folder of configs alone, or a hub id whose
     # weights were never downloaded, explores all the same.
     required = weights == "pretrained"
-    if source.has_weights and not weight_files(source, component, allow_pickle, required=required):
+    if component == "clip_2" and source.form == "file":
+        _second_encoder_from_file(source, weights, notes)
+    elif source.has_weights and not weight_files(source, component, allow_pickle, required=required):
         where = "in the local cache" if source.form == "hub" else "there"
         notes.append(f"The {component} weights of {source.label} are not {where}: shapes from its config alone.")
     elif source.has_weights:
@@ -359,6 +381,16 @@ def load(
     elif weights == "random":
         notes.append(f"Random weights: the {source.label} architecture is real, the values are not.")
     return Loaded(component, built, source, weights, cfg, tuple(notes))
+
+
+def _second_encoder_from_file(source: Source, weights: str, notes: list[str]) -> None:
+    """A single-file SDXL checkpoint keeps its second encoder in OpenCLIP's own layout, which is not converted here."""
+    if weights == "pretrained":
+        raise ExplorerError(
+            f"{source.label}: the second text encoder of a single-file SDXL checkpoint is not read (OpenCLIP's layout); "
+            "use the model's diffusers folder for its pretrained weights."
+        )
+    notes.append(f"The second text encoder of {source.label} is not read from the file: shapes from its config.")
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------

@@ -44,8 +44,10 @@ def build(
     traces: dict[str, Trace],
     run_folder: Path | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    diff=None,
 ) -> Path:
-    """Write the page for `traces` (unet, vae, clip; with FLOPs) into `folder`."""
+    """Write the page for `traces` (unet, vae, clip; with FLOPs) into `folder`; with `diff` (an
+    explorer.compare.ModelDiff whose B is the page's model) a Diff tab too."""
     from explorer.diagrams import check_writable
     from explorer.views.figures import pipeline_scene
     from explorer.views.graph import scene, to_dot
@@ -77,7 +79,18 @@ def build(
         _svg(pipeline_dot), {}, {box: {"component": component, "path": ""} for box, component in PIPELINE_TARGETS.items()}
     )
 
-    run_data = None
+    def write(staging: Path) -> None:
+        run_data = _copy_run(run, run_folder, staging / "run") if run is not None else None
+        (staging / "data.js").write_text(to_script(page_data(traces, views, pipeline, run_data, diff and _diff_page(diff, keys))))
+        for name in ASSETS:
+            (staging / name).write_text(asset(name), encoding="utf-8")
+
+    _publish(folder, write)
+    return folder / "index.html"
+
+
+def _publish(folder: Path, write: Callable[[Path], None]) -> None:
+    """`write` fills a temporary folder beside `folder`, which then replaces it: a failure leaves nothing half-written."""
     parent = folder.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -85,11 +98,7 @@ def build(
     except OSError as exc:
         raise ExplorerError(f"{folder} cannot be written ({exc.strerror}): choose another folder.") from None
     try:
-        if run is not None:
-            run_data = _copy_run(run, run_folder, staging / "run")
-        (staging / "data.js").write_text(to_script(page_data(traces, views, pipeline, run_data)))
-        for name in ASSETS:
-            (staging / name).write_text(asset(name), encoding="utf-8")
+        write(staging)
         os.chmod(staging, 0o755)
         if folder.exists():
             shutil.rmtree(folder)
@@ -97,7 +106,20 @@ def build(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return folder / "index.html"
+
+
+def _diff_page(diff, keys: dict[str, dict[str, str]]) -> dict:
+    """The diff for the page: each component's figure coloured by what changed (B's boxes carry
+    their keys, so a click opens the block in B's own tab)."""
+    from explorer.views.diff import diff_scene
+    from explorer.views.graph import to_dot
+    from explorer.views.page import diff_data, tag_svg
+
+    svgs = {}
+    for d in diff.components:
+        dot = to_dot(diff_scene(d, diff.a, diff.b))
+        svgs[d.component] = tag_svg(_svg(dot), keys.get(d.component, {}))
+    return diff_data(diff, svgs)
 
 
 MAP_SIDE = 32  # maps larger than this are averaged down for the page (its data stays small)

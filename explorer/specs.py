@@ -351,3 +351,9 @@ SDXL = Preset(
 
 
 PRESETS: dict[str, Preset] = {SD15.name: SD15, TINY.name: TINY, SD21.name: SD21, SDXL.name: SDXL}
+MODEL_NAMES = {"sd15": "SD1.5", "sd21": "SD2.1", "sdxl": "SDXL"}  # presets as a sentence writes them
+
+
+def model_name(model: str) -> str:
+    """How a model is written in a title or a sentence: "SD1.5" for sd15, anything else as given."""
+    return MODEL_NAMES.get(model, model)

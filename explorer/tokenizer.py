@@ -59,16 +59,31 @@ def clip_tokenizer(folder: str | None = None, max_length: int = 77, pad_token: s
     )
 
 
-def pad_token_of(source: Any) -> str:
-    """The token prompts are padded with: the preset's (SD2.x pads with "!"), else the end token."""
+SECOND_PAD = "!"  # SDXL's second tokenizer (OpenCLIP's) pads with "!" (id 0)
+
+
+def pad_token_of(source: Any, which: int = 1) -> str:
+    """The token prompts are padded with: the preset's (SD2.x pads with "!"), else the end token;
+    `which=2`: SDXL's second tokenizer's, from its folder when it has one."""
+    if which == 2:
+        folder = tokenizer_folder(source, 2)
+        return _folder_pad_token(folder) if folder else SECOND_PAD
     preset = getattr(source, "preset", None)
     return preset.tokenizer.get("pad_token", "<|endoftext|>") if preset is not None else "<|endoftext|>"
 
 
-def tokenizer_folder(source: Any) -> str | None:
-    """The `tokenizer/` folder of a diffusers folder source, if it has one."""
+def _folder_pad_token(folder: str) -> str:
+    from explorer.files import read_json_object
+
+    path = Path(folder) / "tokenizer_config.json"
+    pad = read_json_object(path).get("pad_token", SECOND_PAD) if path.is_file() else SECOND_PAD
+    return pad if isinstance(pad, str) else SECOND_PAD
+
+
+def tokenizer_folder(source: Any, which: int = 1) -> str | None:
+    """The `tokenizer/` folder (`tokenizer_2/` for which=2) of a diffusers folder source, if it has one."""
     path = getattr(source, "path", None)
-    folder = Path(path) / "tokenizer" if path is not None else None
+    folder = Path(path) / ("tokenizer" if which == 1 else f"tokenizer_{which}") if path is not None else None
     if folder is not None and folder.is_dir() and any((folder / f).is_file() for f in ("vocab.json", "tokenizer.json")):
         return str(folder)
     return None

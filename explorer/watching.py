@@ -56,7 +56,7 @@ class Settings:
     height: int | None = None  # None: the model's own size
     width: int | None = None
     seed: int = 0
-    scheduler: str = "pndm"
+    scheduler: str | None = None  # a name of SCHEDULERS; None: the model's own (PNDM for SD1.5, Euler for SDXL)
     model: str = "sd15"
     config: str | None = None
     allow_pickle: bool = False
@@ -66,10 +66,19 @@ class Settings:
     decode_every: int = 0  # decode x0 with the VAE every N steps (0: never)
 
 
+def own_scheduler(scheduler_config: dict) -> str:
+    """The name in SCHEDULERS of the model's own scheduler ("pndm" when it is none of them)."""
+    found = {v: k for k, v in SCHEDULERS.items()}.get(str(scheduler_config.get("_class_name", "")))
+    return found or "pndm"
+
+
 def check(settings: Settings, scheduler_config: dict | None = None) -> None:
-    """One sentence for each setting that cannot work, before anything is built."""
+    """One sentence for each setting that cannot work, before anything is built (the scheduler
+    left unset becomes the model's own)."""
     from explorer.explore import check_size
 
+    if settings.scheduler is None:
+        settings.scheduler = own_scheduler(scheduler_config or _preset_scheduler())
     if settings.scheduler not in SCHEDULERS:
         raise OptionError("scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {settings.scheduler!r}.")
     limit = max_steps(settings.scheduler, scheduler_config or _preset_scheduler())
@@ -146,62 +155,76 @@ def resolve(settings: Settings):
 
 
 def build_pipeline(settings: Settings, source=None) -> Built:
-    """The real StableDiffusionPipeline: random weights for a preset, the model's own otherwise."""
+    """The model's real diffusers pipeline (StableDiffusionPipeline, or StableDiffusionXLPipeline for
+    the SDXL layout): random weights for a preset, the model's own otherwise."""
     import diffusers
 
     from explorer.loading import default_image_size, load
     from explorer.tokenizer import clip_tokenizer, pad_token_of, tokenizer_folder
 
     source = source or resolve(settings)
-    check_drivable(source)
+    xl = check_drivable(source)
     weights = "pretrained" if source.has_weights else "random"
     parts = {
         c: load(c, source, weights=weights, allow_pickle=settings.allow_pickle, seed=settings.seed + k)
         for k, c in enumerate(("unet", "vae", "clip"))
     }
     scheduler_config = scheduler_config_of(source)
-    pipe = pipeline_class()(
-        vae=parts["vae"].model,
-        text_encoder=parts["clip"].model,
-        tokenizer=clip_tokenizer(tokenizer_folder(source), pad_token=pad_token_of(source)),
-        unet=parts["unet"].model,
-        scheduler=getattr(diffusers, SCHEDULERS[settings.scheduler]).from_config(scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    common = {
+        "vae": parts["vae"].model,
+        "tokenizer": clip_tokenizer(tokenizer_folder(source), pad_token=pad_token_of(source)),
+        "unet": parts["unet"].model,
+        "scheduler": getattr(diffusers, SCHEDULERS[settings.scheduler or own_scheduler(scheduler_config)]).from_config(scheduler_config),
+    }
+    if xl:  # the clip component holds both text encoders; the second tokenizer pads with "!"
+        encoders = parts["clip"].model
+        second = clip_tokenizer(tokenizer_folder(source, 2), pad_token=pad_token_of(source, 2))
+        pipe = pipeline_class(xl=True)(
+            text_encoder=encoders.text_encoder, text_encoder_2=encoders.text_encoder_2, tokenizer_2=second,
+            add_watermarker=False, **common,
+        )
+    else:
+        pipe = pipeline_class()(
+            text_encoder=parts["clip"].model, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            **common,
+        )
     pipe.set_progress_bar_config(disable=True)
     notes = [n for part in parts.values() for n in part.notes if not n.startswith("Random weights")]
     size = default_image_size(source, "unet")
     return Built(pipe, weights, source.label, size, tokenizer_folder(source), notes, scheduler_config, micro_info(source))
 
 
-def check_drivable(source) -> None:
-    """`explore generate` drives StableDiffusionPipeline: SD1.x and SD2.x layouts. An SDXL-layout
-    UNet (an extra conditioning) needs its own pipeline and second text encoder: one sentence."""
-    from explorer.loading import component_config
+def check_drivable(source) -> bool:
+    """`explore generate` drives StableDiffusionPipeline (SD1.x and SD2.x layouts) and
+    StableDiffusionXLPipeline (a UNet with addition_embed_type = "text_time" beside a second text
+    encoder). Returns whether it is the SDXL layout; any other layout is one sentence."""
+    from explorer.loading import component_config, has_second_text_encoder
 
     kind = component_config(source, "unet").get("addition_embed_type")
-    if kind is not None:
-        raise ExplorerError(
-            f'{source.label} has a UNet with addition_embed_type = "{kind}" (the SDXL layout): `explore generate` '
-            "runs SD1.x and SD2.x layouts only so far; explore its parts with `explore unet`, `explore vae` and "
-            "`explore clip`."
-        )
+    if kind is None:
+        return False
+    if kind == "text_time" and has_second_text_encoder(source):
+        return True
+    needs = "a second text encoder (text_encoder_2), which it lacks" if kind == "text_time" else "a pipeline the explorer does not drive"
+    raise ExplorerError(
+        f'{source.label} has a UNet with addition_embed_type = "{kind}", which needs {needs}: `explore generate` '
+        "runs the SD1.x, SD2.x and SDXL layouts; explore its parts with `explore unet`, `explore vae` and `explore clip`."
+    )
 
 
-def pipeline_class():
-    """diffusers' StableDiffusionPipeline. Importing it makes transformers say that torchvision (for
-    image processors SD1.5 does not use) is missing; that is not our users' concern."""
+def pipeline_class(xl: bool = False):
+    """diffusers' StableDiffusionPipeline (StableDiffusionXLPipeline with `xl`). Importing them makes
+    transformers say that torchvision (for image processors SD does not use) is missing; that is not
+    our users' concern."""
     from transformers.utils import logging
 
     level = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     finally:
         logging.set_verbosity(level)
-    return StableDiffusionPipeline
+    return StableDiffusionXLPipeline if xl else StableDiffusionPipeline
 
 
 def scheduler_config_of(source) -> dict:
@@ -758,30 +781,34 @@ def _compare_first_calls(pipe, live_shapes: dict, undo: list) -> None:
     to compare with the static traces afterwards."""
     from explorer.capture.hooks import instrumented
 
-    def traced_once(component: str, module):
+    def traced_once(component: str, module, prefix: str = ""):
+        """`prefix`: the module's path in the static trace ("decoder." for the VAE's decoder,
+        "text_encoder_2." for SDXL's second text encoder)."""
         def wrapper_of(original):
             def run(*args, **kwargs):
-                if component in live_shapes:
+                if (component, prefix) in live_shapes:
                     return original(*args, **kwargs)
                 with instrumented(module, dataflow=False) as recorder:
                     out = original(*args, **kwargs)
-                live_shapes[component] = {(n["path"], n["call"]): (n["inputs"], n["outputs"]) for n in recorder.nodes}
+                live_shapes[component, prefix] = {(n["path"], n["call"]): (n["inputs"], n["outputs"]) for n in recorder.nodes}
                 return out
 
             return run
 
         return wrapper_of
 
-    _wrap(pipe.text_encoder, "forward", traced_once("clip", pipe.text_encoder), undo)
+    encoders = ["text_encoder", "text_encoder_2"] if getattr(pipe, "text_encoder_2", None) is not None else ["text_encoder"]
+    for name in encoders:  # SDXL's clip component holds both, under their names
+        prefix = f"{name}." if len(encoders) > 1 else ""
+        _wrap(getattr(pipe, name), "forward", traced_once("clip", getattr(pipe, name), prefix), undo)
     _wrap(pipe.unet, "forward", traced_once("unet", pipe.unet), undo)
-    _wrap(pipe.vae.decoder, "forward", traced_once("vae", pipe.vae.decoder), undo)
+    _wrap(pipe.vae.decoder, "forward", traced_once("vae", pipe.vae.decoder, "decoder."), undo)
 
 
 def compare_shapes(live_shapes: dict, static: dict[str, Any]) -> dict:
     """Per module: the shapes seen in the real run against the static trace of the same settings."""
     differences, checked = [], 0
-    for component, live in live_shapes.items():
-        prefix = "decoder." if component == "vae" else ""  # the live VAE call is its decoder
+    for (component, prefix), live in live_shapes.items():
         expected = {
             (n.path[len(prefix) :], n.call): (n.inputs, n.outputs)
             for n in static[component].nodes

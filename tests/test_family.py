@@ -21,6 +21,7 @@ PUBLISHED = {
     ("sd15", "unet"): 859_520_964, ("sd15", "vae"): 83_653_863, ("sd15", "clip"): 123_060_480,
     ("sd21", "unet"): 865_910_724, ("sd21", "vae"): 83_653_863, ("sd21", "clip"): 340_387_840,
     ("sdxl", "unet"): 2_567_463_684, ("sdxl", "vae"): 83_653_863, ("sdxl", "clip"): 123_060_480,
+    ("sdxl", "clip_2"): 694_659_840,  # the second text encoder, OpenCLIP ViT-bigG with its projection
 }
 
 
@@ -149,9 +150,15 @@ def test_sdxl_is_drawn_as_a_u_of_three_levels():
     assert any("text_embeds" in label for label in labels) and any("time_ids" in label for label in labels)
 
 
-def test_generate_refuses_the_sdxl_layout_in_one_sentence(tmp_path):
-    result = CliRunner().invoke(app, ["generate", "-p", "a cat", "--model", "sdxl", "--steps", "1", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 2 and 'addition_embed_type = "text_time"' in result.stderr
+def test_generate_refuses_a_text_time_unet_without_a_second_text_encoder(tmp_path):
+    from explorer.specs import SDXL
+
+    folder = tmp_path / "half-xl"
+    for name in ("unet", "vae", "text_encoder"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.json").write_text(json.dumps(dict(SDXL.models[name])))
+    result = CliRunner().invoke(app, ["generate", "-p", "a cat", "--model", str(folder), "--steps", "1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and 'addition_embed_type = "text_time"' in result.stderr and "text_encoder_2" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -160,7 +167,8 @@ def test_the_pipeline_overview_reads_each_models_own_numbers():
 
     xl = pipeline_scene(trace("unet", "sdxl"), trace("vae", "sdxl"), trace("clip", "sdxl"))
     text = xl.title + " ".join(a.label for a in xl.arrows) + " ".join(b.label for b in xl.boxes)
-    assert "SDXL" in xl.title and "[2, 77, 2048] (joined with another text encoder's)" in text
+    assert "SDXL" in xl.title and "[2, 77, 2048] (768 + 1280 = 2048)" in text
+    assert "CLIPTextModel + CLIPTextModelWithProjection" in text and "2 text encoders · 817,720,320 params" in text
     assert "text_embeds [2, 1280]" in text and "÷ 0.13025" in text and "EulerDiscrete" in text
     assert "0.18215" not in text and "PNDM" not in text
 
@@ -213,3 +221,77 @@ def test_an_sdxl_layout_traces_on_real_tensors_with_its_size_conditioning(tmp_pa
     assert drive.inputs["time_ids"].tolist() == [[64, 48, 0, 0, 64, 48]] * 2 and drive.inputs["text_embeds"].shape == (2, 16)
     t = trace("unet", str(tmp_path), weights="random")
     assert t.find("add_embedding").outputs == ((2, 32),) and t.inputs["time_ids"] == (2, 6)
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl_folder(tmp_path_factory):
+    """An SDXL-layout pipeline at a tiny size: two text encoders (the second with its projection,
+    its tokenizer padding with "!"), a UNet with addition_embed_type "text_time" reading their
+    joined 16 + 16 channels, Euler; saved by StableDiffusionXLPipeline.save_pretrained."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    from explorer.specs import SDXL
+    from explorer.tokenizer import clip_tokenizer
+
+    unet = {**TINY.config("unet"), "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": 16 + 6 * 8, "cross_attention_dim": 32}
+    second = {**TINY.config("clip"), "_class_name": "CLIPTextModelWithProjection", "hidden_act": "gelu"}
+    pipe = StableDiffusionXLPipeline(
+        vae=build("vae", {**TINY.config("vae"), "scaling_factor": 0.13025}, "random", seed=1),
+        text_encoder=build("clip", TINY.config("clip"), "random", seed=2),
+        text_encoder_2=build("clip_2", second, "random", seed=3),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(pad_token="!"),
+        unet=build("unet", unet, "random", seed=4),
+        scheduler=EulerDiscreteScheduler.from_config(dict(SDXL.scheduler)),
+        add_watermarker=False,
+    )
+    folder = tmp_path_factory.mktemp("tiny-sdxl")
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder, pipe
+
+
+def test_the_two_text_encoders_give_what_the_sdxl_pipeline_encodes(tiny_sdxl_folder):
+    """Bit for bit: the clip component of an SDXL-layout folder against the pipeline's own encode_prompt."""
+    from explorer.capture.drivers import text
+    from explorer.explore import TraceRequest
+
+    folder, pipe = tiny_sdxl_folder
+    loaded = load("clip", str(folder), weights="pretrained")
+    drive = text(loaded, TraceRequest("clip", prompt="a red circle"), 64, 64, 1)
+    assert drive.inputs["input_ids_2"][0, -1].item() == 0  # the second tokenizer pads with "!"
+    with torch.no_grad():
+        ours = loaded.model(drive.inputs["input_ids"], drive.inputs["input_ids_2"])
+        embeds, _, pooled, _ = pipe.encode_prompt("a red circle", device="cpu", do_classifier_free_guidance=False)
+    assert torch.equal(ours["prompt_embeds"], embeds) and torch.equal(ours["pooled_prompt_embeds"], pooled)
+    t = trace("clip", str(folder), weights="pretrained", prompt="a red circle")
+    assert t.nodes[0].outputs == ((2, 77, 32), (2, 16)) and t.nodes[0].output_names == ("prompt_embeds", "pooled_prompt_embeds")
+    assert [n.type for n in t.nodes if n.depth == 1] == [
+        "CLIPTextModel", "CLIPTextModelWithProjection", "PenultimateLayer", "PenultimateLayer", "Concat"]
+    assert t.total_params == sum(p.numel() for p in pipe.text_encoder.parameters()) + sum(
+        p.numel() for p in pipe.text_encoder_2.parameters())
+
+
+def test_sdxl_both_text_encoders_at_their_published_sizes():
+    t = trace("clip", "sdxl")
+    second = t.find("text_encoder_2")
+    assert (t.total_params, second.params) == (817_720_320, 694_659_840)  # 123,060,480 + 694,659,840
+    assert t.find("concat").label == "concat channels: 768 + 1280 = 2048" and t.nodes[0].outputs == ((2, 77, 2048), (2, 1280))
+    assert t.find("penultimate_2").label == "hidden_states[-2]: layer 31 of 32"
+    assert sum(n.path.endswith("split_heads") for n in t.nodes) == 12 + 32  # both encoders' attention recorded
+
+
+def test_an_sdxl_layout_model_generates_through_its_pipeline(tiny_sdxl_folder, tmp_path):
+    folder, _ = tiny_sdxl_folder
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["generate", "-p", "a red circle", "--model", str(folder), "--steps", "2",
+                                      "--scheduler", "euler", "--attention-maps", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((run / "trace.json").read_text())
+    assert len(record["steps"]) == 2 and record["settings"]["weights"] == "pretrained"
+    assert record["steps"][0]["shapes"]["unet_input"] == [2, 4, 8, 8]
+    assert record["components"]["clip"]["nodes"][0]["type"] == "TextEncoders"
+    assert (run / "image.png").exists() and (run / "maps" / "001.npz").exists()
+    from explorer import load_run
+
+    assert load_run(run).attention("circle").shape == (8, 8)

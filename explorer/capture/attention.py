@@ -237,7 +237,29 @@ def _recording_attention(delegate: Callable) -> Callable:
 
 
 def _use_recording_attention(model: nn.Module) -> Callable[[], None] | None:
-    """Route a transformers model's attention through a recording function; returns the undo."""
+    """Route the attention of every transformers model in `model` (the model itself, or SDXL's two
+    text encoders held together) through a recording function; returns the undo, None if none."""
+    undos = []
+    configs: dict[int, nn.Module] = {}
+    for m in model.modules():  # a model and its inner parts share one config object: routed once
+        config = getattr(m, "config", None)
+        if getattr(config, "_attn_implementation", None) is not None and id(config) not in configs:
+            configs[id(config)] = m
+    for m in configs.values():
+        if (undo := _route_attention(m)) is not None:
+            undos.append(undo)
+    if not undos:
+        return None
+
+    def undo_all() -> None:
+        for undo in reversed(undos):
+            undo()
+
+    return undo_all
+
+
+def _route_attention(model: nn.Module) -> Callable[[], None] | None:
+    """Route one transformers model's attention through a recording function; returns the undo."""
     config = getattr(model, "config", None)
     original = getattr(config, "_attn_implementation", None)
     if original is None:

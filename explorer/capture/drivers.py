@@ -7,7 +7,8 @@ otherwise) and returns them by name with a `run()` that calls the model. The reg
 - `denoiser` (the UNet): a noisy latent, a timestep and the prompt embedding;
 - `autoencoder` (the VAE): an image through encode -> mean / log-variance -> sample -> scale ->
   unscale -> decode, each step between the modules recorded as a step;
-- `text` (the CLIP text encoder): the tokenized prompts, negative prompts first.
+- `text` (the CLIP text encoder): the tokenized prompts, negative prompts first; SDXL's two
+  encoders each get their own tokenizer's ids.
 """
 
 from __future__ import annotations
@@ -169,14 +170,20 @@ def text(loaded, request, height: int, width: int, batch: int) -> Drive:
     # Like diffusers: the negative prompts first, then the prompts (batch 2 = [negative, prompt]).
     prompts = [request.negative_prompt] * (batch // 2) + [request.prompt] * (batch - batch // 2)
     ids, records = tokenize(prompts, max_length, tokenizer_folder(loaded.source), pad_token_of(loaded.source))
-    input_ids = torch.tensor(ids, device=next(loaded.model.parameters()).device)  # (B, 77)
+    device = next(loaded.model.parameters()).device
+    input_ids = torch.tensor(ids, device=device)  # (B, 77)
     clip = loaded.model
+    unique = {r["prompt"]: r for r in records}  # each distinct prompt once
+    fields = {"tokens": tuple(unique.values())}
+    if hasattr(clip, "text_encoder_2"):  # SDXL: the second tokenizer pads with "!"
+        second, _ = tokenize(prompts, max_length, tokenizer_folder(loaded.source, 2), pad_token_of(loaded.source, 2))
+        input_ids_2 = torch.tensor(second, device=device)  # (B, 77)
+        return Drive({"input_ids": input_ids, "input_ids_2": input_ids_2}, lambda: clip(input_ids, input_ids_2), fields)
 
     def run():
         return clip(input_ids=input_ids)
 
-    unique = {r["prompt"]: r for r in records}  # each distinct prompt once
-    return Drive({"input_ids": input_ids}, run, {"tokens": tuple(unique.values())})
+    return Drive({"input_ids": input_ids}, run, fields)
 
 
 DRIVERS: dict[str, Callable[..., Drive]] = {"denoiser": denoiser, "autoencoder": autoencoder, "text": text}

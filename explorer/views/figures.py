@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from explorer.record import Node, Trace
+from explorer.specs import model_name
 from explorer.views.format import esc, plural, shape_str, small
 from explorer.views.graph import Arrow, Box, Cluster, Scene, scene
 
@@ -143,7 +144,10 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
     ids = clip.inputs["input_ids"]
     embedding = clip.nodes[0].outputs[0]
     context = unet.inputs.get("encoder_hidden_states", embedding)
-    joined = "" if context == embedding else " (joined with another text encoder's)"  # SDXL: 768 + 1280
+    # SDXL: two encoders, their outputs joined channel-wise (768 + 1280 = 2048)
+    encoders = [n for n in clip.nodes if n.depth == 1 and n.type.startswith("CLIPTextModel")] or [clip.nodes[0]]
+    concat = next((n.label.split(": ")[-1] for n in clip.nodes if n.depth == 1 and n.type == "Concat"), "")
+    joined = f" ({concat})" if concat else ("" if context == embedding else " (joined with another text encoder's)")
     extra = [f"{k} {shape_str(v)}" for k, v in unet.inputs.items() if k in ("text_embeds", "time_ids")]
     latent = unet.inputs["sample"]
     noise = unet.nodes[0].outputs[0]
@@ -158,8 +162,8 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
 
     boxes = [
         box("prompt", "prompt + negative prompt", "text", "io"),
-        box("tokenizer", "CLIPTokenizer", "BPE, padded to 77 tokens", "step"),
-        box("clip", clip.nodes[0].type, f"text encoder · {clip.total_params:,} params", "linear"),
+        box("tokenizer", "CLIPTokenizer" + (f" ×{len(encoders)}" if len(encoders) > 1 else ""), "BPE, padded to 77 tokens", "step"),
+        box("clip", " + ".join(n.type for n in encoders), f"{plural(len(encoders), 'text encoder')} · {clip.total_params:,} params".removeprefix("1 "), "linear"),
         box("noise", "random latent", f"{shape_str(single)} ~ N(0, I)", "io"),
         box("cfg_in", "classifier-free guidance", "the latent twice: one for each prompt", "step", loop),
         box("unet", unet.nodes[0].type, f"predicts the noise · {unet.total_params:,} params", "attention", loop),
@@ -170,7 +174,7 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
     ]
     arrows = [
         Arrow("prompt", "tokenizer"),
-        Arrow("tokenizer", "clip", f"input_ids {shape_str(ids)}"),
+        Arrow("tokenizer", "clip", f"input_ids {shape_str(ids)}" + (f" ×{len(encoders)}" if len(encoders) > 1 else "")),
         Arrow("clip", "unet", f"encoder_hidden_states {shape_str(context)}{joined}" + "".join(f", {e}" for e in extra)),
         Arrow("noise", "cfg_in", shape_str(single)),
         Arrow("cfg_in", "unet", f"sample {shape_str(latent)}, timestep {shape_str(unet.inputs['timestep'])}"),
@@ -181,15 +185,13 @@ def pipeline_scene(unet: Trace, vae: Trace, clip: Trace, steps: int = 50, guidan
         Arrow("decode", "image", shape_str(image)),
     ]
     return Scene(
-        title=f"The pipeline: text to image\n{MODEL_NAMES.get(unet.model, unet.model)} · {steps} denoising steps, guidance {guidance} · "
+        title=f"The pipeline: text to image\n{model_name(unet.model)} · {steps} denoising steps, guidance {guidance} · "
         "shapes read off the component traces",
         boxes=boxes,
         clusters=[Cluster(loop, f"<b>denoising loop</b> {small(plural(steps, 'step'))}", "step")],
         arrows=arrows,
     )
 
-
-MODEL_NAMES = {"sd15": "SD1.5", "sd21": "SD2.1", "sdxl": "SDXL"}
 
 
 def _scheduler_name(model: str) -> str:

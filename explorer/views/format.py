@@ -39,6 +39,24 @@ def fmt_shapes(shapes) -> str:
     return ", ".join(shape_str(s, compact=True) + (f"×{n}" if n > 1 else "") for s, n in runs)
 
 
+def fmt_named_outputs(names, shapes) -> str:
+    """'last_hidden_state [2,77,768] · hidden_states[0–12] [2,77,768]×13': outputs with their names,
+    the items of one tuple folded while their shapes agree."""
+    runs: list[list] = []  # [base name, first index, last index, shape, count]
+    for name, shape in zip(names, shapes):
+        base, _, index = name.partition("[")
+        if runs and index and runs[-1][0] == base and runs[-1][3] == shape and runs[-1][2] is not None:
+            runs[-1][2] = index.rstrip("]")
+            runs[-1][4] += 1
+            continue
+        runs.append([base if index else name, index.rstrip("]") if index else None, index.rstrip("]") if index else None, shape, 1])
+    parts = []
+    for base, first, last, shape, count in runs:
+        name = base if first is None else (f"{base}[{first}]" if count == 1 else f"{base}[{first}–{last}]")
+        parts.append(f"{name} {fmt_shape(shape)}".strip() + (f"×{count}" if count > 1 else ""))
+    return " · ".join(parts)
+
+
 def fmt_params(n: int) -> str:
     """859520964 -> '859.5M', 410880 -> '410.9K', 640 -> '640'."""
     for size, unit in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K")):

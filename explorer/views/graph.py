@@ -34,6 +34,11 @@ FILL = {
     "block": "#dbe5f7",
     "step": "#fde0e0",
     "io": "#ffffff",
+    # a diff's figure (explorer.views.diff): what became of each block
+    "added": "#bfe6b5",
+    "changed": "#ffd98a",
+    "same": "#eeeeee",
+    "removed": "#f4b9b9",
 }
 LEGEND = {
     "conv": "convolution",
@@ -44,6 +49,10 @@ LEGEND = {
     "block": "block",
     "step": "step (not a module)",
     "io": "input / output",
+    "added": "added",
+    "changed": "changed (or changed inside)",
+    "same": "the same",
+    "removed": "removed",
 }
 _PLAIN_PORTS = {"input", "other", "tensors", "hidden_states"}  # argument names that say nothing on an arrow
 BUS_MIN = 3  # a tensor reaching this many drawn nodes is drawn as one bus

@@ -87,7 +87,40 @@ def asset(name: str) -> str:
     return files("explorer.views").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def page_data(traces: dict[str, Trace], views: dict[str, dict[str, str]], pipeline_svg: str, run: dict | None) -> dict:
+DIFF_ROW_DEPTH = 2  # the page's diff tables list the places this deep below each component
+
+
+def diff_data(diff: Any, svgs: dict[str, str]) -> dict:
+    """A diff (explorer.compare.ModelDiff) for the page: its summary, and per component the figure
+    coloured by what changed and a row per place that changed, with what it was and what it is."""
+    from explorer.views.diff import WHAT, change_words, shown_entries
+
+    components = {}
+    for d in diff.components:
+        rows = []
+        for e in shown_entries(d, DIFF_ROW_DEPTH)[0]:
+            rows.append({
+                "path": e.path,
+                "key": (e.b.path or "root") if e.b is not None else "",
+                "status": e.status if e.status != "same" else "inside",
+                "a": e.a.type if e.a else "",
+                "b": e.b.type if e.b else "",
+                "what": "; ".join(change_words(e)),
+            })
+        components[d.component] = {
+            "title": WHAT.get(d.component, d.component),
+            "params": [d.a.total_params, d.b.total_params],
+            "counts": d.counts(),
+            "identical": d.identical,
+            "svg": svgs.get(d.component, ""),
+            "rows": rows,
+        }
+    return {"a": diff.a, "b": diff.b, "summary": diff.summary(), "components": components}
+
+
+def page_data(
+    traces: dict[str, Trace], views: dict[str, dict[str, str]], pipeline_svg: str, run: dict | None, diff: dict | None = None
+) -> dict:
     from explorer.components import component
 
     components = {}
@@ -103,4 +136,4 @@ def page_data(traces: dict[str, Trace], views: dict[str, dict[str, str]], pipeli
             "nodes": nodes,
             "views": views[name],
         }
-    return {"components": components, "pipeline": pipeline_svg, "run": run}
+    return {"components": components, "pipeline": pipeline_svg, "run": run, "diff": diff}

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from explorer.record import Node, Trace
 from explorer.views.categories import category_of
-from explorer.views.format import call_suffix, dropped_tokens, fmt_params, fmt_shape, fmt_shapes, relative_name
+from explorer.views.format import call_suffix, dropped_tokens, fmt_named_outputs, fmt_params, fmt_shape, fmt_shapes, relative_name
 
 WEIGHT_WORDS = {
     "meta": "meta device: exact shapes, no weights",
@@ -72,7 +72,8 @@ def _side_lines(node: Node, room: int) -> list[str]:
         else:
             lines.append("+ " + item)
     if node.output_names:  # named by the model's output class: every output with its name
-        lines.append("out: " + " · ".join(f"{node.output_name(k)} {fmt_shape(s)}".strip() for k, s in enumerate(node.outputs)))
+        names = [node.output_name(k) for k in range(len(node.outputs))]
+        lines.append("out: " + fmt_named_outputs(names, node.outputs))
     elif len(node.outputs) > 1:
         lines.append("also out: " + fmt_shapes(node.outputs[1:]))
     return lines

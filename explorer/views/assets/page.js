@@ -9,7 +9,7 @@ const el = (tag, props = {}, ...children) => {
 };
 // Tab names: the pipeline and the generation, and one tab per component of the records
 // (their titles come from explorer.components).
-const NAMES = { pipeline: "Pipeline", run: "Generation" };
+const NAMES = { pipeline: "Pipeline", run: "Generation", diff: "Diff" };
 for (const [name, comp] of Object.entries(SD.components)) {
   NAMES[name] = comp.title;
   $("tabs").insertBefore(el("button", { "data-tab": name, text: comp.tab }), document.querySelector('#tabs button[data-tab="run"]'));
@@ -24,10 +24,11 @@ function show(tab, view, pick) {
   if (tab !== state.tab) $("info").replaceChildren(el("p", { cls: "hint", text: "Hover a box to see what it is; click a block to open it." }));
   state.tab = tab; state.view = view; state.picked = pick || null;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("on", b.dataset.tab === tab);
-  $("run").hidden = tab !== "run"; $("diagram").hidden = tab === "run";
-  document.querySelector(".zoom").hidden = tab === "run";
+  const page = tab === "run" || tab === "diff";  // a page of its own, not one diagram
+  $("run").hidden = tab !== "run"; $("diff").hidden = tab !== "diff"; $("diagram").hidden = page;
+  document.querySelector(".zoom").hidden = page;
   const diagram = $("diagram");
-  if (tab === "run") { renderRun(); crumbs(); $("runbar").replaceChildren(); $("hint").textContent = ""; history.replaceState(null, "", "#run"); return; }
+  if (page) { if (tab === "run") renderRun(); else renderDiff(); crumbs(); $("runbar").replaceChildren(); $("hint").textContent = ""; history.replaceState(null, "", "#" + tab); return; }
   if (tab === "pipeline") {
     diagram.replaceChildren();
     diagram.insertAdjacentHTML("beforeend", SD.pipeline);
@@ -57,7 +58,7 @@ function show(tab, view, pick) {
 function crumbs() {
   const c = $("crumbs"); c.replaceChildren();
   const add = (text, fn) => { if (c.childElementCount) c.append(el("span", { cls: "sep", text: "›" })); c.append(fn ? el("a", { text }) : el("span", { text })); if (fn) c.lastChild.onclick = fn; };
-  if (state.tab === "pipeline" || state.tab === "run") { add(NAMES[state.tab]); return; }
+  if (state.tab === "pipeline" || state.tab === "run" || state.tab === "diff") { add(NAMES[state.tab]); return; }
   const comp = SD.components[state.tab];
   const chain = [];
   for (let k = state.view; k; k = comp.nodes[k].parent) if (comp.nodes[k].view) chain.unshift(k);
@@ -340,6 +341,44 @@ function renderStep(detail, img, guidance, mapBox) {
   }
 }
 
+// the diff: what changed from SD.diff.a to this page's model, per component, on the coloured figure
+function renderDiff() {
+  const box = $("diff"); box.replaceChildren(); const D = SD.diff; if (!D) return;
+  box.append(el("h2", { text: D.a + " → " + D.b }), el("p", { cls: "summary", text: D.summary }));
+  for (const [name, c] of Object.entries(D.components)) {
+    const head = c.params[0].toLocaleString("en-US") + " → " + c.params[1].toLocaleString("en-US") + " parameters";
+    const counts = ["added", "removed", "changed"].filter((k) => c.counts[k]).map((k) => num(c.counts[k]) + " " + k).join(", ");
+    box.append(el("h3", { text: c.title + " · " + (c.identical ? "identical" : head + (counts ? " · modules " + counts : "")) }));
+    if (c.identical) continue;
+    const figure = el("div", { cls: "diff-figure", "data-component": name });
+    figure.insertAdjacentHTML("beforeend", c.svg);
+    const table = el("table", { cls: "diff-rows" }, el("tr", {}, el("th", { text: "" }), el("th", { text: "module" }), el("th", { text: D.a }), el("th", { text: D.b }), el("th", { text: "what changed" })));
+    for (const r of c.rows) {
+      const path = el("td", { cls: "path", text: r.path });
+      const tr = el("tr", { cls: r.status }, el("td", { text: { added: "+", removed: "−", changed: "~", inside: "·" }[r.status] }), path, el("td", { text: r.a }), el("td", { text: r.b }), el("td", { text: r.what }));
+      if (r.key && SD.components[name] && SD.components[name].nodes[r.key]) { path.classList.add("go"); path.onclick = () => openIn(name, r.key); }
+      table.append(tr);
+    }
+    box.append(figure, table);
+  }
+}
+
+// open a place of the page's own model: the block's view when it has one, else its parent's, picked
+function openIn(component, key) {
+  const comp = SD.components[component]; const n = comp.nodes[key];
+  if (n.view) show(component, key); else show(component, n.parent && comp.nodes[n.parent].view ? n.parent : null, key);
+}
+
+$("diff").addEventListener("click", (e) => {
+  const g = e.target.closest(".sd-node"); const figure = e.target.closest(".diff-figure");
+  if (g && figure && SD.components[figure.dataset.component].nodes[g.dataset.key]) openIn(figure.dataset.component, g.dataset.key);
+});
+$("diff").addEventListener("mouseover", (e) => {
+  const g = e.target.closest(".sd-node"); const figure = e.target.closest(".diff-figure");
+  if (g && figure) info(figure.dataset.component, g.dataset.key);
+});
+
 if (SD.run) document.querySelector('#tabs button[data-tab="run"]').hidden = false;
+if (SD.diff) document.querySelector('#tabs button[data-tab="diff"]').hidden = false;
 const [tab, view] = decodeURIComponent(location.hash.slice(1)).split("/");
-if (tab === "run" && SD.run) show("run"); else if (SD.components[tab]) show(tab, SD.components[tab].nodes[view] ? view : null); else show("pipeline");
+if (tab === "diff" && SD.diff) show("diff"); else if (tab === "run" && SD.run) show("run"); else if (SD.components[tab]) show(tab, SD.components[tab].nodes[view] ? view : null); else show("pipeline");

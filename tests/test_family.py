@@ -295,3 +295,36 @@ def test_an_sdxl_layout_model_generates_through_its_pipeline(tiny_sdxl_folder, t
     from explorer import load_run
 
     assert load_run(run).attention("circle").shape == (8, 8)
+
+
+def test_sdxl_text_encoders_agree_with_plain_forward_hooks_and_draw_their_join():
+    from explorer.specs import SDXL
+    from explorer.views.graph import scene
+
+    t = trace("clip", "sdxl")
+    for name, part in (("text_encoder", "clip"), ("text_encoder_2", "clip_2")):
+        model = build(part, SDXL.config(part))
+        seen: dict[str, tuple] = {}
+
+        def first_shape(out) -> tuple:
+            while not isinstance(out, torch.Tensor):
+                out = out[0]  # a tuple, or a ModelOutput (indexable too)
+            return tuple(out.shape)
+
+        def hook(path):
+            def note(module, args, out) -> None:  # returns None: the output is left as it is
+                seen.setdefault(path, first_shape(out))
+            return note
+
+        for path, m in model.named_modules():
+            if path:
+                m.register_forward_hook(hook(path))
+        with torch.no_grad():
+            model(input_ids=torch.zeros((2, 77), dtype=torch.long, device="meta"), output_hidden_states=True)
+        ours = {n.path.removeprefix(name + "."): n.outputs[0] for n in t.nodes if n.path.startswith(name + ".") and n.kind == "module" and n.call == 0}
+        assert len(seen) > 100 and all(ours[path] == shape for path, shape in seen.items()), name
+    figure = scene(t, None, 1)
+    into_concat = {a.src for a in figure.arrows if a.dst == "concat"}
+    assert into_concat == {"penultimate", "penultimate_2"}
+    labels = " ".join(b.label for b in figure.boxes)
+    assert "prompt_embeds" in labels and "pooled_prompt_embeds" in labels

@@ -144,6 +144,7 @@ def test_the_page_has_a_diff_tab_whose_blocks_open_in_the_model(browser, tmp_pat
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto((site / "index.html").as_uri())
+    assert page.inner_text("#model-title") == "SD2.1, block by block" and "SD2.1" in page.title()
     page.click("#tabs button[data-tab=diff]")
     assert "SD2.1's UNet: attention heads 5×64" in page.inner_text("#diff .summary")
     assert page.locator('#diff .diff-figure[data-component=unet] [data-path="down_blocks.1"]').count() == 1

@@ -136,4 +136,7 @@ def page_data(
             "nodes": nodes,
             "views": views[name],
         }
-    return {"components": components, "pipeline": pipeline_svg, "run": run, "diff": diff}
+    from explorer.specs import model_name
+
+    model = model_name(traces["unet"].model) if "unet" in traces else ""
+    return {"components": components, "pipeline": pipeline_svg, "run": run, "diff": diff, "model": model}

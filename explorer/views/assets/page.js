@@ -15,6 +15,11 @@ for (const [name, comp] of Object.entries(SD.components)) {
   $("tabs").insertBefore(el("button", { "data-tab": name, text: comp.tab }), document.querySelector('#tabs button[data-tab="run"]'));
 }
 let state = { tab: "pipeline", view: null, picked: null, zoom: "fit" };
+// the model in the header and the window's title: "SDXL, block by block" (SD1.5 is written out)
+if (SD.model && SD.model !== "SD1.5") {
+  $("model-title").textContent = SD.model + ", block by block";
+  document.title = "sd-explorer: " + SD.model + ", block by block";
+}
 
 const shape = (s) => "[" + s.join(", ") + "]";
 const num = (n) => n.toLocaleString("en-US");

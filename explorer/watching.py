@@ -542,7 +542,7 @@ class Watcher:
             images[decoded_file(index)] = self._decoded(x0)
         for relative, image in images.items():
             (self.out / relative).parent.mkdir(exist_ok=True)
-            write_atomic(self.out / relative, png(image))
+            write_atomic(self.out / relative, png(image, compress_level=1))
 
     def _decoded(self, x0):
         """x0 decoded by the VAE, as the pipeline decodes its final latent."""

@@ -71,7 +71,7 @@ app = typer.Typer(
     help=(
         "See what happens inside Stable Diffusion 1.5: every block of the real diffusers / transformers "
         "models, with the shapes that flow through it, read off a real forward pass.\n\n"
-        "Try: explore unet --depth 3 · explore vae --depth 2 · explore clip --prompt 'a red fox'"
+        "Try: explore unet --depth 3 · explore vae --depth 2 · explore clip --prompt 'a red fox' · explore diff sd15 sdxl"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -610,10 +610,11 @@ def generate(
     allow_download: AllowDownload = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback when the pipeline fails (or set SD_EXPLORER_DEBUG=1).")] = False,
 ) -> None:
-    """Generate an image with a real diffusers StableDiffusionPipeline, watching every step: the shapes at
-    its seams, how active each block is, what guidance does, and (--attention-maps) where each word goes.
+    """Generate an image with the model's real diffusers pipeline, watching every step: the shapes at its
+    seams, how active each block is, what guidance does, and (--attention-maps) where each word goes.
 
-    sd15 and tiny run random weights (real shapes, an image of noise); micro (trained on coloured shapes,
+    StableDiffusionPipeline for SD1.x and SD2.x layouts, StableDiffusionXLPipeline for SDXL's. Presets
+    (sd15, tiny, ...) run random weights (real shapes, an image of noise); micro (trained on coloured shapes,
     shipped), a diffusers folder, a .safetensors file or a hub id gives a real image.
     """
     with user_errors():

@@ -510,6 +510,11 @@ def diff(
         typer.Option("--output", "-o", help="Also draw B's figure of the component (the UNet by default) coloured by what "
                      "changed; the extension picks the format: .svg .png .pdf .dot."),
     ] = None,
+    values: Annotated[
+        bool,
+        typer.Option("--values", help="Also compare the parameters' values, tensor by tensor, where the architectures "
+                     "agree: what a fine-tune changed, and by how much (both models need weights)."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the diff (schema sd-explorer/diff@1) as JSON.")] = False,
     no_cache: NoCache = False,
 ) -> None:
@@ -518,7 +523,7 @@ def diff(
     Modules are matched by path (then by position where paths differ) and compared by type, parameters,
     input and output shapes, attention heads and context width. Both are traced on the meta device.
 
-    Try: explore diff sd15 sdxl · explore diff sd15 sd21 --component unet --depth 3 · explore diff sd15 ./my-model
+    Try: explore diff sd15 sdxl · explore diff sd15 sd21 --component unet --depth 3 · explore diff ./base ./finetune --values
     """
     with user_errors():
         from explorer.compare import diff as compare_models
@@ -533,7 +538,7 @@ def diff(
         status = _status(f"Tracing {a} and {b}…")
         status.start()
         try:
-            result = compare_models(a, b, [shown] if shown else None, size=size, use_cache=not no_cache,
+            result = compare_models(a, b, [shown] if shown else None, size=size, values=values, use_cache=not no_cache,
                                     on_trace=lambda c, m: status.update(f"Tracing the {c} of {m}…"))
         finally:
             status.stop()

@@ -274,6 +274,7 @@ class ModelDiff:
     components: tuple[ComponentDiff, ...]
     sizes: dict[str, int] = field(default_factory=dict)  # each model's own image side, px
     traced_at: int = 0  # the image side both were traced at, px
+    values: tuple["ValuesDiff", ...] = ()  # with diff(values=True): the parameters' values compared
 
     @property
     def identical(self) -> bool:
@@ -294,6 +295,7 @@ class ModelDiff:
             "summary": self.summary(),
             "sizes": {"a": self.sizes.get("a"), "b": self.sizes.get("b"), "traced_at": self.traced_at},
             "components": {c.component: c.to_dict() for c in self.components},
+            "values": {v.component: v.to_dict() for v in self.values} if self.values else None,
         }
 
 
@@ -430,8 +432,8 @@ def _second_encoder(diff: "ModelDiff", b: str) -> str:
     if context <= width:
         return ""
     return (
-        f" {b}'s UNet reads a {context}-channel context while this text encoder gives {width} channels: the other "
-        f"{context - width} come from a second text encoder (text_encoder_2), which this diff does not cover."
+        f" {b}'s UNet reads a {context}-channel context while its text encoder gives {width} channels: the other "
+        f"{context - width} would come from a second text encoder (text_encoder_2), which {b} does not have."
     )
 
 
@@ -457,12 +459,19 @@ def summary(diff: ModelDiff) -> str:
     if diff.identical:
         if diff.a == diff.b:
             return f"{a} and {b} are identical: the same model."
-        return (
+        text = (
             f"{a} and {b} are identical in architecture: every module, shape and parameter count agrees in "
-            f"{_listing(WHAT.get(c.component, c.component) for c in diff.components)}. What tells them apart, if "
-            "anything, is in the parameters' values — a fine-tune changes only those."
+            f"{_listing(WHAT.get(c.component, c.component) for c in diff.components)}."
+        )
+        if diff.values:
+            return text + " " + _values_sentence(diff.values)
+        return text + (
+            " What tells them apart, if anything, is in the parameters' values — a fine-tune changes only those "
+            "(--values compares them)."
         )
     text = " ".join(_component_sentence(d, a, b) for d in diff.components) + _second_encoder(diff, b)
+    if diff.values:
+        text += " " + _values_sentence(diff.values)
     sa, sb = diff.sizes.get("a"), diff.sizes.get("b")
     if sa and sb and sa != sb:
         text += (
@@ -470,6 +479,14 @@ def summary(diff: ModelDiff) -> str:
             f"{diff.traced_at}×{diff.traced_at} px so that their shapes compare."
         )
     return text
+
+
+def _values_sentence(values: tuple["ValuesDiff", ...]) -> str:
+    """'Their values: the UNet's 686 tensors all changed (...); the VAE and the text encoder are bit for bit the same.'"""
+    same = [WHAT.get(v.component, v.component) for v in values if v.identical]
+    moved = [v.sentence() for v in values if not v.identical]
+    parts = moved + ([f"the {_listing(same)} {'is' if len(same) == 1 else 'are'} bit for bit the same"] if same else [])
+    return "Their values: " + "; ".join(parts) + "."
 
 
 def _listing(items: Iterable[str]) -> str:
@@ -486,6 +503,7 @@ def diff(
     components: Iterable[str] | None = None,
     *,
     size: int | None = None,
+    values: bool = False,
     use_cache: bool = True,
     on_trace: Callable[[str, str], None] = lambda component, model: None,
 ) -> ModelDiff:
@@ -493,7 +511,9 @@ def diff(
 
     `components`: which to compare (default: every component both models have). Image-sized
     components are traced at `size` px (default: A's own size) so that their shapes compare.
-    `on_trace(component, model)` is called before each trace (progress).
+    `values`: also compare the parameters' values, tensor by tensor, of every component whose
+    architecture is the same on both sides (both models need weights). `on_trace(component, model)`
+    is called before each trace (progress).
     """
     from explorer.components import COMPONENTS, component as entry
     from explorer.explore import TraceRequest, check_size, trace_cached
@@ -501,6 +521,8 @@ def diff(
 
     check_size("size", size)
     sources = {m: _source(m, resolve_source) for m in (a, b)}
+    if values:
+        _check_weights(sources)
     asked = list(components) if components is not None else None
     names = asked or [c for c in COMPONENTS if all(_has(sources[m], c, component_config) for m in (a, b))]
     if not names:
@@ -515,7 +537,8 @@ def diff(
             options = {"height": traced_at, "width": traced_at} if entry(name).image_sized else {}
             pair.append(trace_cached(TraceRequest(name, model, "meta", **options), use_cache=use_cache)[0])
         diffs.append(compare(*pair))
-    return ModelDiff(a, b, tuple(diffs), sizes, traced_at)
+    compared = tuple(_values_of(sources, a, b, d.component) for d in diffs if values and d.identical)
+    return ModelDiff(a, b, tuple(diffs), sizes, traced_at, compared)
 
 
 def _source(model: str, resolve_source):
@@ -538,3 +561,95 @@ def _own_size(source, names: list[str], default_image_size) -> int:
         if name in names:
             return default_image_size(source, name)
     return 0
+
+
+# -- the parameters' values ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValuesDiff:
+    """The parameters of one component in two checkpoints, tensor by tensor (same names, same shapes)."""
+
+    component: str
+    tensors: int  # tensors both have
+    changed: tuple[tuple[str, float], ...]  # (name, ‖b − a‖ / max(‖a‖, ‖b‖): 0 to 2), largest first
+    only_a: int = 0  # tensors one side has and the other does not
+    only_b: int = 0
+
+    @property
+    def identical(self) -> bool:
+        return not self.changed and not self.only_a and not self.only_b
+
+    def sentence(self) -> str:
+        what = WHAT.get(self.component, self.component)
+        if not self.changed:
+            return f"the {what}'s tensors are the same, but {self.only_a + self.only_b} are on one side only"
+        changes = sorted(c for _, c in self.changed)
+        median = changes[len(changes) // 2]
+        name, largest = self.changed[0]
+        count = "all" if len(self.changed) == self.tensors else f"{len(self.changed):,}"
+        return (
+            f"{count} of the {what}'s {self.tensors:,} tensors changed (relative change: median {100 * median:.3g} %, "
+            f"largest {100 * largest:.3g} % in {name})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "component": self.component,
+            "identical": self.identical,
+            "tensors": self.tensors,
+            "changed": [{"name": n, "relative": round(c, 6)} for n, c in self.changed],
+            "only_a": self.only_a,
+            "only_b": self.only_b,
+        }
+
+
+def compare_values(a: dict[str, Any], b: dict[str, Any], component: str) -> ValuesDiff:
+    """Two state dicts of the same architecture, tensor by tensor."""
+    import torch
+
+    changed = []
+    common = [k for k in a if k in b]
+    for k in common:
+        x, y = a[k].float(), b[k].float()
+        if x.shape != y.shape:
+            changed.append((k, float("inf")))
+        elif not torch.equal(x, y):  # relative to the larger of the two: a bias that started at 0 reads 100 %
+            scale = torch.maximum(torch.linalg.vector_norm(x), torch.linalg.vector_norm(y))
+            changed.append((k, float(torch.linalg.vector_norm(y - x) / scale)))
+    changed.sort(key=lambda kv: -kv[1])
+    return ValuesDiff(component, len(common), tuple(changed), sum(k not in b for k in a), sum(k not in a for k in b))
+
+
+def _state(source, part: str) -> dict[str, Any]:
+    """The tensors of one part of a model's checkpoint, under the model's own names."""
+    from explorer.loading import build, component_config, read_checkpoint, to_model_keys
+
+    config = component_config(source, part)
+    model = build(part, config, "meta")
+    wanted = model.state_dict()
+    state = to_model_keys(part, read_checkpoint(source, part, allow_pickle=False, values=True), model, config)
+    return {k: v for k, v in state.items() if k in wanted}
+
+
+def _values_of(sources: dict[str, Any], a: str, b: str, component: str) -> ValuesDiff:
+    from explorer.loading import has_second_text_encoder
+
+    parts = [component] + (["clip_2"] if component == "clip" and has_second_text_encoder(sources[a]) else [])
+    states = []
+    for model in (a, b):
+        state = {}
+        for part in parts:  # SDXL's second text encoder's tensors under its name in the component
+            prefix = "text_encoder_2." if part == "clip_2" else ("text_encoder." if len(parts) > 1 else "")
+            state.update({prefix + k: v for k, v in _state(sources[model], part).items()})
+        states.append(state)
+    return compare_values(*states, component)
+
+
+def _check_weights(sources: dict[str, Any]) -> None:
+    for model, source in sources.items():
+        if not source.has_weights:
+            raise ExplorerError(
+                f"--values compares the parameters of two checkpoints, and {model} is a preset without weights: "
+                "give diffusers folders, .safetensors files or hub ids."
+            )

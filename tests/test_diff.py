@@ -158,3 +158,59 @@ def test_the_page_has_a_diff_tab_whose_blocks_open_in_the_model(browser, tmp_pat
     page.screenshot(path=str(tmp_path / "diff.png"), full_page=True, caret="initial")
     assert not errors
     page.close()
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory, tiny_models):
+    """The tiny pipeline saved twice: as it is, and with its UNet's cross-attention projections moved
+    a little, as a fine-tune of the cross-attention would (the rest bit for bit the same)."""
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    from explorer.specs import TINY
+    from explorer.tokenizer import clip_tokenizer
+
+    import copy
+
+    def saved(unet, name):
+        pipe = StableDiffusionPipeline(
+            vae=tiny_models["vae"], text_encoder=tiny_models["clip"], tokenizer=clip_tokenizer(), unet=unet,
+            scheduler=PNDMScheduler.from_config(dict(TINY.scheduler)), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(folder / name, safe_serialization=True)
+
+    folder = tmp_path_factory.mktemp("fine-tune")
+    saved(tiny_models["unet"], "base")
+    tuned = copy.deepcopy(tiny_models["unet"])  # the session's tiny models stay as they are
+    moved = []
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            if "attn2.to_k" in name or "attn2.to_v" in name:
+                p.mul_(1.05)
+                moved.append(name)
+    saved(tuned, "tuned")
+    return folder / "base", folder / "tuned", moved
+
+
+def test_values_say_what_a_fine_tune_changed_and_by_how_much(fine_tuned):
+    base, tuned, moved = fine_tuned
+    result = diff(str(base), str(tuned), values=True)
+    assert result.identical  # the architecture
+    unet = next(v for v in result.values if v.component == "unet")
+    assert sorted(name for name, _ in unet.changed) == sorted(moved) and unet.tensors == 686
+    assert all(abs(change - 0.05 / 1.05) < 1e-4 for _, change in unet.changed)  # ×1.05: |b − a| / |b| = 0.05 / 1.05
+    assert all(v.identical for v in result.values if v.component != "unet")
+    text = result.summary()
+    assert f"{len(moved)} of the UNet's 686 tensors changed (relative change: median 4.76 %" in text
+    assert "the VAE and text encoder are bit for bit the same" in text
+    out = runner.invoke(app, ["diff", str(base), str(tuned), "--values", "--json"])
+    data = json.loads(out.stdout)
+    assert data["values"]["vae"]["identical"] and len(data["values"]["unet"]["changed"]) == len(moved)
+    same = diff(str(base), str(base).rstrip("/") + "/", values=True)
+    assert all(v.identical for v in same.values) and "bit for bit the same" in same.summary()
+
+
+def test_values_need_weights_on_both_sides(fine_tuned):
+    result = runner.invoke(app, ["diff", "tiny", str(fine_tuned[0]), "--values"])
+    assert result.exit_code == 2 and "tiny is a preset without weights" in result.stderr and "Traceback" not in result.output

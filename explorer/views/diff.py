@@ -121,8 +121,20 @@ def render(diff: ModelDiff, depth: int = 1, everything: bool = False) -> Group:
     title = Text(f"{a} → {b}", style="bold")
     if diff.traced_at:
         title.append(f" · both traced at {diff.traced_at}×{diff.traced_at} px, meta device", style="dim")
-    tables = [component_table(d, a, b, depth, everything) for d in diff.components]
-    return Group(title, Text(diff.summary()), Text(""), *tables)
+    values = {v.component: v for v in diff.values}
+    parts = []
+    for d in diff.components:
+        parts.append(component_table(d, a, b, depth, everything))
+        if d.component in values:
+            parts.append(_values_line(values[d.component]))
+    return Group(title, Text(diff.summary()), Text(""), *parts)
+
+
+def _values_line(v) -> Text:
+    """'  values: all of the UNet's 686 tensors changed (...)', after a component's table."""
+    if v.identical:
+        return Text(f"  values: all {v.tensors:,} tensors bit for bit the same\n", style="green")
+    return Text(f"  values: {v.sentence()}\n", style="yellow")
 
 
 # -- the diagram: B's figure, coloured by what changed -------------------------------------------------

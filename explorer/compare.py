@@ -7,10 +7,14 @@ differs: its type, its parameter count, the shapes going in or out, its attentio
 width of the context it attends to. A module whose own aspects agree but that holds changes is
 reported as such (`inside`), so a view cut at any depth still says where to look.
 
-`summary()` writes the differences in words ("SDXL has 3 resolution levels instead of 4; ..."),
+A component that holds the other one whole (SDXL's two text encoders hold SD1.5's one as
+`text_encoder`) is aligned under that name.
+
+`summary()` writes the differences in words ("SDXL's UNet: 3 resolution levels instead of 4; ..."),
 each sentence computed from the two records, none typed in.
 
-Pure functions of records (`sd-explorer/trace@1`); `diff()` traces the two models first.
+Pure functions of records (`sd-explorer/trace@1`); `diff()` traces the two models first and, with
+`values=True`, reads both checkpoints to compare the parameters tensor by tensor (`ValuesDiff`).
 """
 
 from __future__ import annotations

@@ -553,14 +553,10 @@ def diff(
 
 
 def _write_diff_figure(result, shown: str | None, depth: int, output: Path) -> None:
-    from explorer.diagrams import Diagram, write
-    from explorer.views.diff import diff_scene
-    from explorer.views.graph import to_dot
+    from explorer.diagrams import write
 
     names = [c.component for c in result.components]
-    name = shown or ("unet" if "unet" in names else names[0])
-    dot = to_dot(diff_scene(result.component(name), result.a, result.b, depth=depth))
-    write(Diagram(f"diff-{name}", dot), output)
+    write(result.figure(shown or ("unet" if "unet" in names else names[0]), depth), output)
     err.print(f"Wrote {output}", style="dim", highlight=False)
 
 

@@ -290,6 +290,23 @@ class ModelDiff:
     def summary(self) -> str:
         return summary(self)
 
+    def figure(self, component: str = "unet", depth: int = 1):
+        """B's figure of `component`, each block coloured by what became of it (an explorer.Diagram;
+        in Jupyter it displays as SVG)."""
+        from explorer.diagrams import Diagram
+        from explorer.views.diff import diff_scene
+        from explorer.views.graph import to_dot
+
+        found = [c.component for c in self.components]
+        if component not in found:
+            raise ExplorerError(f"This diff compared {', '.join(found)}; no {component}.")
+        return Diagram(f"diff-{component}", to_dot(diff_scene(self.component(component), self.a, self.b, depth=depth)))
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        from explorer.views.diff import notebook_bundle  # the view is loaded only when displayed
+
+        return notebook_bundle(self)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,

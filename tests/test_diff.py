@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from conftest import needs_chromium
 from explorer.cli import app
 from explorer.compare import compare, diff
+from explorer.errors import ExplorerError
 from explorer.record import Node, Trace
 from explorer.specs import SD15, SDXL
 
@@ -74,6 +75,15 @@ def test_sd21_differs_in_heads_projections_and_text_encoder():
     assert "CLIPTextModel: 23 layers, 1024 channels, heads 16×64 (SD1.5: CLIPTextModel: 12 layers, 768 channels" in text
     assert result.component("vae").identical and "The VAE is the same." in text
     assert "resolution levels" not in text  # only what differs is said
+
+
+def test_in_python_a_diff_displays_and_draws(sd15_sdxl):
+    shown = sd15_sdxl._repr_mimebundle_()
+    assert shown["text/plain"].startswith("SD1.5 → SDXL") and "down_blocks.3" in shown["text/plain"] and "<" in shown["text/html"]
+    figure = sd15_sdxl.figure("vae")
+    assert "#ffd98a" in figure.dot and "z × 0.13025" in figure.dot  # the changed scaling step, coloured
+    with pytest.raises(ExplorerError, match="no decoder"):
+        sd15_sdxl.figure("decoder")
 
 
 def test_a_model_and_itself_are_identical():

@@ -19,10 +19,11 @@ SECTIONS = {
     "03_clip": ["3", "3.1", "3.2"],
     "04_generation": [],
     "05_micro": [],
+    "06_family": [],
 }
 
 
-def test_the_five_notebooks_exist():
+def test_the_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == list(SECTIONS)
 
 

@@ -167,3 +167,12 @@ def diff_scene(d: ComponentDiff, a: str, b: str, block: str | None = None, depth
             result.boxes.append(Box("removed/" + e.a.path, label, "removed", "cluster_removed"))
     return result
 
+
+
+def notebook_bundle(diff: ModelDiff) -> dict[str, str]:
+    """What Jupyter shows for a diff: the summary and each component side by side, as HTML and text."""
+    from explorer.views.tree import recording_console
+
+    console = recording_console(140, "truecolor")
+    console.print(render(diff), overflow="ignore", crop=False, soft_wrap=True)
+    return {"text/plain": console.export_text(clear=False), "text/html": console.export_html(inline_styles=True)}

@@ -240,7 +240,7 @@ def render(trace: Trace, hidden: int = 0) -> Group:
 
 def to_text(trace: Trace, width: int = 100, hidden: int = 0, color: bool = False) -> str:
     """The rendered tree as plain text (or with ANSI colours)."""
-    console = _recording_console(width, "standard" if color else None)
+    console = recording_console(width, "standard" if color else None)
     console.print(render(trace, hidden), overflow="ignore", crop=False, soft_wrap=True)
     return console.export_text(styles=color)
 
@@ -256,7 +256,7 @@ def notebook_bundle(trace: Trace) -> dict[str, str]:
         depth -= 1
         shown = trace.upto(depth)
     hidden = len(trace.nodes) - len(shown.nodes)
-    console = _recording_console(120, "truecolor")
+    console = recording_console(120, "truecolor")
     console.print(render(shown), overflow="ignore", crop=False, soft_wrap=True)
     if hidden:
         console.print(
@@ -265,7 +265,7 @@ def notebook_bundle(trace: Trace) -> dict[str, str]:
     return {"text/plain": console.export_text(clear=False), "text/html": console.export_html(inline_styles=True)}
 
 
-def _recording_console(width: int, color_system: str | None) -> Console:
+def recording_console(width: int, color_system: str | None) -> Console:
     """A console that only records what is printed, for export. force_jupyter=False: inside Jupyter
     rich would also display what it prints (the tree twice)."""
     return Console(width=width, record=True, file=_Null(), color_system=color_system, force_jupyter=False)

@@ -211,19 +211,27 @@ def context_length(source: Source) -> int:
 # -- building --------------------------------------------------------------------------------------
 
 
-def _library_class(library: str, name: str):
+# One of diffusers' models applies torch.autocast("cuda") when it is imported; a CUDA build of torch
+# on a machine without a GPU then warns about a GPU nobody asked for. Not our users' concern.
+NO_GPU_WARNING = "User provided device_type of 'cuda', but CUDA is not available"
+
+
+def library_class(library: str, name: str):
     """A class of diffusers or transformers, by name: the registry names them, nothing else is imported."""
     import importlib
+    import warnings
 
-    return getattr(importlib.import_module(library), name)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=NO_GPU_WARNING)
+        return getattr(importlib.import_module(library), name)
 
 
 def _instantiate(component: str, config: dict[str, Any]):
     c = entry(component)
-    cls = _library_class(c.library, c.class_name)
+    cls = library_class(c.library, c.class_name)
     if c.config_class:  # transformers: the model is built from its config object
         keep = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
-        return cls(_library_class(c.library, c.config_class)(**keep))
+        return cls(library_class(c.library, c.config_class)(**keep))
     return cls.from_config(config)
 
 

@@ -218,13 +218,14 @@ def pipeline_class(xl: bool = False):
     our users' concern."""
     from transformers.utils import logging
 
+    from explorer.loading import library_class
+
     level = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+        return library_class("diffusers", "StableDiffusionXLPipeline" if xl else "StableDiffusionPipeline")
     finally:
         logging.set_verbosity(level)
-    return StableDiffusionXLPipeline if xl else StableDiffusionPipeline
 
 
 def scheduler_config_of(source) -> dict:

@@ -9,14 +9,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from explorer.compare import ComponentDiff, Entry, ModelDiff, Side
+from explorer.compare import WHAT, ComponentDiff, Entry, ModelDiff, Side
 from explorer.specs import model_name
 from explorer.views.format import esc, fmt_params, fmt_shape, plural, small
 from explorer.views.graph import Box, Cluster, Scene, scene
 
 MARK = {"same": " ", "changed": "~", "added": "+", "removed": "−"}
 STYLE = {"same": "dim", "changed": "yellow", "added": "green", "removed": "red"}
-WHAT = {"unet": "UNet", "vae": "VAE", "clip": "text encoder"}
 
 
 # -- what changed at one place, in a few words -------------------------------------------------------

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename it into place: a reader (or a crash,
-    or Ctrl-C) never sees half a file. Raises OSError when the folder cannot be written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    or Ctrl-C) never sees half a file. Raises OSError when the folder cannot be written.
+
+    The temporary file is named after this process and thread, so two writers never share one; it
+    is created as any file is (permissions from the umask)."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
-            f.write(content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; these are ordinary files
+        data = content if isinstance(content, bytes) else content.encode("utf-8")
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

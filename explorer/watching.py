@@ -290,8 +290,9 @@ class Recording:
 
     def write_soon(self) -> None:
         """After a step: write unless the last write was under WRITE_EVERY seconds ago (a 1000-step
-        run would otherwise rewrite a growing file a thousand times). finish() always writes."""
-        if time.perf_counter() - self.written >= self.WRITE_EVERY or len(self.steps) <= 1:
+        run would otherwise rewrite a growing file a thousand times). The record is written when the
+        run starts, and finish() always writes."""
+        if time.perf_counter() - self.written >= self.WRITE_EVERY:
             self.write()
 
     def fields(self) -> dict[str, Any]:

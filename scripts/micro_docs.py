@@ -104,6 +104,7 @@ def fill(summary: dict, seconds: float, maps: str) -> None:
         "MICRO_MINUTES": f"{sum(info['seconds'].values()) / 60:.0f}",
         "MICRO_VAE_MIN": f"{info['seconds']['vae'] / 60:.0f}",
         "MICRO_UNET_MIN": f"{info['seconds']['unet'] / 60:.0f}",
+        "MICRO_GROUND_MIN": f"{info['seconds'].get('ground', 0) / 60:.0f}",
         "MICRO_EVALUATION": (DOCS / "micro-evaluation.md").read_text().strip(),
         "MICRO_GEN_S": f"{seconds:.2f}",
         "MICRO_MAPS": maps,

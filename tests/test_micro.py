@@ -146,7 +146,7 @@ def test_a_missing_micro_folder_is_one_sentence(tmp_path, monkeypatch):
 def small_plan(out: Path, **kw):
     from explorer.micro.train import Plan
 
-    settings = dict(vae_steps=4, vae_batch=4, unet_steps=6, unet_batch=4, evaluate_seeds=0, warmup=2)
+    settings = dict(vae_steps=4, vae_batch=4, unet_steps=6, unet_batch=4, ground_steps=3, evaluate_seeds=0, warmup=2)
     return Plan(out=out, **{**settings, **kw})
 
 
@@ -169,15 +169,16 @@ def test_a_few_steps_lower_the_loss_and_the_same_seed_gives_the_same_weights(tmp
     assert all(torch.equal(first[p][k], second[p][k]) for p in first for k in first[p])
 
 
-def test_ctrl_c_writes_a_checkpoint_and_the_same_command_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("where", [("unet", 3), ("ground", 2)])
+def test_ctrl_c_writes_a_checkpoint_and_the_same_command_resumes_exactly(tmp_path, where):
     from explorer.micro.train import Interrupted, run
 
-    def interrupt_at_step_3(stage: str, step: int, loss: float) -> None:
-        if stage == "unet" and step == 3:
+    def interrupt(stage: str, step: int, loss: float) -> None:
+        if (stage, step) == where:
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(Interrupted):
-        run(small_plan(tmp_path / "resumed"), interrupt_at_step_3)
+        run(small_plan(tmp_path / "resumed"), interrupt)
     assert (tmp_path / "resumed" / "checkpoint.pt").is_file()
     run(small_plan(tmp_path / "resumed"))
     run(small_plan(tmp_path / "straight"))
@@ -217,4 +218,36 @@ def test_the_shape_words_map_lies_in_the_half_the_prompt_names():
 
     rows = attention_mass("micro", seeds=2, specs=MAP_PROMPTS)
     mean = sum(r["mass"] for r in rows) / len(rows)
-    assert mean >= 0.55, rows  # docs/micro.md: 58 % over all 144; the 65 % is not reached
+    # docs/micro.md: over 90 % on average over all 144 (the aim was 65 %); 58 % before stage 3 taught
+    # the words where to look. Below 80 % here, the shipped weights no longer do what the docs say.
+    assert mean >= 0.80, rows
+
+
+# -- stage 3: where the words look ----------------------------------------------------------------------
+
+
+def test_the_grounded_tokens_are_the_colour_and_the_shape_words():
+    from explorer.micro.train import grounded_tokens, token_ids
+
+    specs = [data.Spec("red", "circle", "left"), data.Spec("orange", "triangle", "top")]
+    captions = ["on the left, a red circle", ""]  # the second caption was dropped: nothing to ground
+    words = grounded_tokens(specs, captions)  # (2, 77)
+    ids = token_ids(captions[:1])[0]
+    marked = ids[words[0].nonzero().flatten()].tolist()
+    assert sorted(marked) == sorted(token_ids(["red circle"])[0, 1:3].tolist()) and words[1].sum() == 0
+
+
+def test_the_grounding_loss_is_the_share_of_attention_off_the_shape():
+    from explorer.micro.train import grounding_loss
+
+    coverage = torch.zeros(1, 1, 4, 4)
+    coverage[..., :, :2] = 1.0  # the shape fills the left half
+    words = torch.zeros(1, 77)
+    words[0, 5] = 1.0  # one grounded token
+    on_the_left = torch.zeros(1, 4, 77)  # a 2x2 layer: positions 0 and 2 are the left column
+    on_the_left[0, [0, 2], 5] = 0.5
+    everywhere = torch.full((1, 4, 77), 1 / 77)
+    assert grounding_loss([on_the_left], coverage, words).item() == pytest.approx(0.0)
+    assert grounding_loss([everywhere], coverage, words).item() == pytest.approx(0.5)
+    assert grounding_loss([on_the_left, everywhere], coverage, words).item() == pytest.approx(0.25)  # mean over layers
+    assert grounding_loss([everywhere], coverage, torch.zeros(1, 77)).item() == 0.0

@@ -152,10 +152,12 @@ class AttentionMaps:
         return found
 
     def _take_for(self, path: str):
+        from explorer.capture.attention import attention_weights
+
         def take(query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
             q = conditional_half(query, self.halves)[:1].float()  # (1, heads, N, d): the first image
             k = conditional_half(key, self.halves)[:1].float()  # (1, heads, 77, d)
-            probs = torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1).mean(dim=1)[0]  # (N, 77)
+            probs = attention_weights(q, k, scale)[0]  # (N, 77)
             kept = torch.cat([probs[:, self.rows], probs[:, self.padding].sum(dim=1, keepdim=True)], dim=1)
             h, w = self.feature_size(probs.shape[0])
             self.current.append((path, kept.T.reshape(-1, h, w).cpu().numpy()))  # (rows + 1, h, w)

@@ -160,6 +160,12 @@ def draw(specs: list[Spec], generator, size: int = IMAGE_SIZE, supersample: int 
 
     Colour, exact size, exact centre and the background grey are drawn from `generator`.
     """
+    return draw_with_coverage(specs, generator, size, supersample)[0]
+
+
+def draw_with_coverage(specs: list[Spec], generator, size: int = IMAGE_SIZE, supersample: int = 4):
+    """The images of `specs` and where their shape is: (N, 3, size, size) in [-1, 1], and each
+    pixel's share covered by the shape, (N, 1, size, size) in [0, 1]. The same draws as `draw`."""
     import torch
     import torch.nn.functional as F
 
@@ -188,7 +194,7 @@ def draw(specs: list[Spec], generator, size: int = IMAGE_SIZE, supersample: int 
     colour = (base + 30 * (u[:, 4:7] - 0.5)).clamp(0, 255) / 127.5 - 1
     grey = (225 + 25 * u[:, 3]) / 127.5 - 1  # a plain light background, a little lighter or darker
     background = grey.view(n, 1, 1, 1).expand(n, 3, 1, 1)
-    return background * (1 - alpha) + colour.view(n, 3, 1, 1) * alpha  # (N, 3, size, size)
+    return background * (1 - alpha) + colour.view(n, 3, 1, 1) * alpha, alpha  # (N, 3, size, size), (N, 1, size, size)
 
 
 def to_pil(images):

@@ -1,6 +1,6 @@
 """Train the micro SD: `python -m explorer.micro.train --out my-micro`.
 
-Two stages, as Stable Diffusion was made:
+Two stages as Stable Diffusion was made, and a third that teaches the words where to look:
 
 1. **the VAE** learns to compress a 64x64 image into a 16x16x4 latent and back (L1 plus squared
    reconstruction error, and a KL term weighted 1e-6 as in SD's autoencoder training). Then its scaling factor is
@@ -8,7 +8,11 @@ Two stages, as Stable Diffusion was made:
 2. **the UNet and the text encoder together** learn to predict the noise added to a latent
    (the usual ε-prediction loss, SD1.5's 1000-step noise schedule), the caption replaced by the empty
    prompt one time in five so that classifier-free guidance works. EMA weights (diffusers' `EMAModel`)
-   are what is saved.
+   are what is saved;
+3. **where the words look**: a short fine-tune that adds TokenCompose's token loss (Wang et al., CVPR
+   2024) for the colour and shape words: 1 − the share of their cross-attention that falls on the
+   shape, whose mask the data generator knows. SD1.5's nouns learned to attend where their object is
+   from billions of images; micro's, from 6,000 steps, read the shape from everywhere.
 
 Everything random comes from the seed: step k of a stage draws its images, captions, noise and
 timesteps from a generator seeded with (seed, stage, k), so the same command gives the same weights
@@ -62,6 +66,11 @@ class Plan:
     # ...for this share of the UNet steps; the rest draw timesteps uniformly and weight them alike, as SD
     # did, so that the nearly clean steps (where guidance multiplies any error by 7.5) are learned too.
     focus_share: float = 0.6
+    # Stage 3, where the words look: a short fine-tune that adds a grounding loss (TokenCompose's token
+    # loss) teaching the colour and shape words' cross-attention to fall on the shape they name.
+    ground_steps: int = 2000
+    ground_lr: float = 2e-4
+    ground_weight: float = 0.05  # the grounding loss's weight beside the noise loss (0: none)
     warmup: int = 100
     evaluate_seeds: int = 1  # seeds per combination in the final evaluation (0: skip it)
     device: str = "cpu"  # where to train ("cuda" on a GPU); the data and every random draw stay on the CPU
@@ -70,7 +79,9 @@ class Plan:
         for name in ("vae_steps", "unet_steps", "vae_batch", "unet_batch"):
             if getattr(self, name) < 1:
                 raise ExplorerError(f"{name.replace('_', '-')} must be 1 or more, got {getattr(self, name)}.")
-        for name in ("vae_lr", "unet_lr"):
+        if self.ground_steps < 0 or self.ground_weight < 0:
+            raise ExplorerError("ground-steps and ground-weight must be 0 or more.")
+        for name in ("vae_lr", "unet_lr", "ground_lr"):
             if not 0 < getattr(self, name) < 1:
                 raise ExplorerError(f"{name.replace('_', '-')} must be between 0 and 1, got {getattr(self, name)}.")
         if not 0 <= self.focus_share <= 1:
@@ -83,6 +94,7 @@ class History:
 
     vae: list[float] = field(default_factory=list)
     unet: list[float] = field(default_factory=list)
+    ground: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -90,7 +102,7 @@ def step_generator(seed: int, stage: str, step: int):
     """The generator of one step: everything random in it comes from here."""
     import torch
 
-    return torch.Generator().manual_seed(seed * 1_000_003 + {"vae": 1, "unet": 2, "scale": 3}[stage] * 100_000_007 + step)
+    return torch.Generator().manual_seed(seed * 1_000_003 + {"vae": 1, "unet": 2, "scale": 3, "ground": 4}[stage] * 100_000_007 + step)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -158,7 +170,7 @@ def train_vae(vae, plan: Plan, state: dict, history: History, progress: Callable
 
 def train_steps(stage: str, plan: Plan, state: dict, history: History, progress: Callable, optimizer,
                 loss_of: Callable, clip: list | None = None, after: Callable[[], None] = lambda: None) -> None:
-    """The loop both stages share: from the step the history has reached (a resumed run) to the
+    """The loop every stage shares: from the step the history has reached (a resumed run) to the
     plan's last, each step seeded on its own, its learning rate set, one optimizer step taken, its
     loss kept; a checkpoint every CHECKPOINT_EVERY steps."""
     import torch
@@ -202,12 +214,19 @@ def measure_scaling(vae, plan: Plan, count: int = 1024) -> float:
 # -- stage 2: the UNet and the text encoder -----------------------------------------------------------
 
 
-def unet_loss(unet, text_encoder, vae, noise_schedule, images, captions, generator, power=1.0, cap=1.0):
-    """ε-prediction loss of one batch; captions dropped to "" a PROMPT_DROPOUT share of the time."""
+def drop_captions(captions: list[str], generator) -> list[str]:
+    """The captions with a PROMPT_DROPOUT share of them replaced by "": the unconditional prediction
+    that classifier-free guidance needs is learned from those."""
     import torch
 
     drop = torch.rand(len(captions), generator=generator) < PROMPT_DROPOUT
-    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+    return ["" if d else c for c, d in zip(captions, drop.tolist())]
+
+
+def unet_loss(unet, text_encoder, vae, noise_schedule, images, captions, generator, power=1.0, cap=1.0):
+    """ε-prediction loss of one batch (captions already through drop_captions)."""
+    import torch
+
     device = images.device
     with torch.no_grad():
         posterior = vae.encode(images).latent_dist
@@ -226,18 +245,25 @@ def unet_loss(unet, text_encoder, vae, noise_schedule, images, captions, generat
 
 
 def train_unet(unet, text_encoder, vae, plan: Plan, state: dict, history: History, progress: Callable) -> None:
-    import torch
-
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=plan.unet_lr, weight_decay=0.01)
     schedule = noise_schedule()
-
     focused = round(plan.focus_share * plan.unet_steps)  # steps that favour the noisy end
 
     def loss_of(step, generator):
         images, captions = image_batch(plan.unet_batch, generator, plan.device)
         power, cap = (plan.timestep_power, plan.loss_weight_cap) if step < focused else (1.0, 1.0)
-        return unet_loss(unet, text_encoder, vae, schedule, images, captions, generator, power, cap)
+        return unet_loss(unet, text_encoder, vae, schedule, images, drop_captions(captions, generator), generator, power, cap)
+
+    train_together("unet", unet, text_encoder, plan, state, history, progress, loss_of)
+
+
+def train_together(stage: str, unet, text_encoder, plan: Plan, state: dict, history: History, progress: Callable,
+                   loss_of: Callable) -> None:
+    """The UNet and the text encoder trained as one (stages 2 and 3): AdamW, gradients clipped, the
+    exponential moving averages updated after every step."""
+    import torch
+
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=getattr(plan, f"{stage}_lr"), weight_decay=0.01)
 
     def averages() -> None:
         for ema, model in zip(state["ema"], (unet, text_encoder)):
@@ -245,9 +271,105 @@ def train_unet(unet, text_encoder, vae, plan: Plan, state: dict, history: Histor
 
     unet.train()
     text_encoder.train()
-    train_steps("unet", plan, state, history, progress, optimizer, loss_of, clip=params, after=averages)
+    train_steps(stage, plan, state, history, progress, optimizer, loss_of, clip=params, after=averages)
     unet.eval()
     text_encoder.eval()
+
+
+# -- stage 3: where the words look ----------------------------------------------------------------------
+
+
+class WordAttention:
+    """While the UNet trains: every cross-attention's weights, (B, N, 77) averaged over heads, kept with
+    their gradients. The recording processor hands over each layer's query and key; the attention
+    itself stays the stock computation."""
+
+    def __init__(self, unet):
+        from explorer.capture.attention import stock_attention
+
+        self.layers = [m for m in stock_attention(unet).values() if getattr(m, "is_cross_attention", False)]
+        self.maps: list = []
+
+    def install(self) -> Callable[[], None]:
+        from explorer.capture.attention import RecordingAttnProcessor, attention_weights
+
+        def keep(query, key, scale) -> None:
+            self.maps.append(attention_weights(query, key, scale))  # (B, N, 77)
+
+        previous = [(m, m.processor) for m in self.layers]
+        for m in self.layers:
+            m.set_processor(RecordingAttnProcessor(on_cross=keep))
+
+        def undo() -> None:
+            for m, processor in previous:
+                m.set_processor(processor)
+
+        return undo
+
+
+@lru_cache(maxsize=None)
+def _word_ids(word: str) -> frozenset[int]:
+    from explorer.tokenizer import clip_tokenizer
+
+    return frozenset(clip_tokenizer()(word, add_special_tokens=False).input_ids)
+
+
+def grounded_tokens(specs, captions: list[str]):
+    """(N, 77): 1 at the tokens of each caption's colour and shape words; a dropped caption has none."""
+    import torch
+
+    rows = []
+    for spec, caption in zip(specs, captions):
+        words = _word_ids(spec.colour) | _word_ids(spec.shape) if caption else frozenset()
+        rows.append([float(t in words) for t in _caption_ids(caption)])
+    return torch.tensor(rows)
+
+
+def grounding_loss(maps: list, coverage, words):
+    """TokenCompose's token loss (Wang et al., CVPR 2024), averaged over the cross-attention layers:
+    for each grounded word, 1 − the share of its attention that falls on its shape.
+
+    maps: (B, N, 77) per layer, N = h·w; coverage: (B, 1, H, W), each pixel's share covered by the
+    shape; words: (B, 77), the tokens to ground. A layer's mask is the coverage averaged over the
+    patch each of its N positions sees (soft edges at every resolution)."""
+    import torch
+    import torch.nn.functional as F
+
+    count = words.sum()
+    if not maps or count == 0:
+        return torch.zeros((), device=words.device)
+    losses = []
+    for probs in maps:
+        side = round(probs.shape[1] ** 0.5)  # square images: a (side, side) feature map
+        mask = F.adaptive_avg_pool2d(coverage, side).flatten(1)  # (B, N)
+        inside = torch.einsum("bnt,bn->bt", probs, mask)  # (B, 77): attention on the shape
+        share = inside / probs.sum(dim=1).clamp(min=1e-12)  # (B, 77)
+        losses.append(((1 - share) * words).sum() / count)
+    return torch.stack(losses).mean()
+
+
+def train_ground(unet, text_encoder, vae, plan: Plan, state: dict, history: History, progress: Callable) -> None:
+    """Stage 3: the noise loss as in stage 2's last part (uniform timesteps, unweighted), plus
+    `ground_weight` × the grounding loss of the colour and shape words."""
+    from explorer.micro.data import draw_with_coverage, random_specs
+
+    schedule = noise_schedule()
+    words = WordAttention(unet)
+
+    def loss_of(step, generator):
+        specs, captions = random_specs(plan.unet_batch, generator)
+        images, coverage = draw_with_coverage(specs, generator)
+        captions = drop_captions(captions, generator)
+        words.maps.clear()
+        noise = unet_loss(unet, text_encoder, vae, schedule, images.to(plan.device), captions, generator)
+        grounding = grounding_loss(words.maps, coverage.to(plan.device), grounded_tokens(specs, captions).to(plan.device))
+        return noise + plan.ground_weight * grounding
+
+    undo = words.install()
+    try:
+        train_together("ground", unet, text_encoder, plan, state, history, progress, loss_of)
+    finally:
+        undo()
 
 
 def noise_schedule():
@@ -345,7 +467,7 @@ def restore(saved: dict, models: dict, history: History, state: dict, decay: flo
     if saved.get("scaling") is not None:
         models["vae"].register_to_config(scaling_factor=saved["scaling"])
     state["optimizer"] = saved["optimizer"]
-    if saved["stage"] == "unet":
+    if saved["stage"] in ("unet", "ground"):
         state["ema"] = new_ema(models, decay)
         for ema, weights in zip(state["ema"], saved["ema"]):
             ema.load_state_dict(weights)
@@ -412,6 +534,9 @@ def run(plan: Plan, progress: Callable[[str, int, float], None] = lambda stage, 
     history, state = History(), {}
     saved = load_checkpoint(plan.out, plan)
     stage = restore(saved, models, history, state, plan.ema_decay) if saved else "vae"
+    for done in STAGES:  # a resumed run shows how far each stage got
+        if getattr(history, done):
+            progress(done, len(getattr(history, done)), getattr(history, done)[-1])
     for model in models.values():
         model.to(plan.device)
     for ema in state.get("ema") or []:
@@ -431,10 +556,20 @@ def run(plan: Plan, progress: Callable[[str, int, float], None] = lambda stage, 
             models["vae"].register_to_config(scaling_factor=measure_scaling(models["vae"], plan))
             stage, state["optimizer"], state["ema"] = "unet", None, new_ema(models, plan.ema_decay)
             save()
-        _timed(history, "unet", lambda: train_unet(models["unet"], models["clip"], models["vae"], plan, state, history, wrapped))
-    for ema, name in zip(state["ema"], ("unet", "clip")):
-        ema.copy_to(models[name].parameters())  # the averaged weights are the ones kept
+        if stage == "unet":
+            _timed(history, "unet", lambda: train_unet(models["unet"], models["clip"], models["vae"], plan, state, history, wrapped))
+            keep_averages(state, models)  # stage 3 starts from stage 2's averaged weights
+            stage, state["optimizer"], state["ema"] = "ground", None, new_ema(models, plan.ema_decay)
+            save()
+        _timed(history, "ground", lambda: train_ground(models["unet"], models["clip"], models["vae"], plan, state, history, wrapped))
+    keep_averages(state, models)
     return finish(plan, models, history)
+
+
+def keep_averages(state: dict, models: dict) -> None:
+    """The exponential moving averages become the UNet's and the text encoder's weights."""
+    for ema, name in zip(state["ema"], ("unet", "clip")):
+        ema.copy_to(models[name].parameters())
 
 
 def _stopping(progress: Callable, stop: StopAfterStep, save: Callable) -> Callable:
@@ -459,6 +594,7 @@ def _timed(history: History, stage: str, work: Callable[[], None]) -> None:
 # -- the output folder ---------------------------------------------------------------------------------
 
 SCHEMA = "sd-explorer/micro@1"
+STAGES = ("vae", "unet", "ground")
 
 
 def finish(plan: Plan, models: dict, history: History) -> dict:
@@ -477,8 +613,8 @@ def finish(plan: Plan, models: dict, history: History) -> dict:
         "plan": _settings(plan),
         "command": command_line(plan),
         "seconds": history.seconds,
-        "final_loss": {stage: _tail_mean(getattr(history, stage)) for stage in ("vae", "unet")},
-        "loss": {"vae": history.vae, "unet": history.unet},
+        "final_loss": {stage: _tail_mean(getattr(history, stage)) for stage in STAGES},
+        "loss": {stage: getattr(history, stage) for stage in STAGES},
     }
     from explorer.versions import package_versions
 
@@ -581,7 +717,7 @@ def smooth(values: list[float], window: int) -> list[float]:
 
 
 def plot_loss(history: History, path: Path) -> bool:
-    """loss.png: both stages' loss per step, smoothed. False when matplotlib is not installed."""
+    """loss.png: every stage's loss per step, smoothed. False when matplotlib is not installed."""
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
@@ -595,9 +731,12 @@ def plot_loss(history: History, path: Path) -> bool:
 
     from explorer.files import write_atomic
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
-    titles = {"vae": "1. VAE: L1 + squared reconstruction (+ KL)", "unet": "2. UNet + text encoder: noise MSE"}
-    for ax, stage in zip(axes, ("vae", "unet")):
+    stages = [stage for stage in STAGES if getattr(history, stage)]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.6), dpi=110, squeeze=False)
+    titles = {"vae": "1. VAE: L1 + squared reconstruction (+ KL)", "unet": "2. UNet + text encoder: noise MSE",
+              "ground": "3. Where words look: noise MSE + grounding"}
+    axes = axes[0]
+    for ax, stage in zip(axes, stages):
         values = getattr(history, stage)
         ax.plot(values, color="#c8d3e0", linewidth=0.6, label="per step")
         ax.plot(smooth(values, 50), color="#2f6db5", linewidth=1.6, label="mean of 50 steps")
@@ -625,7 +764,8 @@ def parse(argv: list[str] | None) -> Plan:
     default = Plan(out=Path("."))
     parser = argparse.ArgumentParser(
         prog="python -m explorer.micro.train",
-        description="Train the micro SD (a VAE, then the UNet and text encoder) on generated shapes; "
+        description="Train the micro SD (a VAE, then the UNet and text encoder, then where their words look) on "
+        "generated shapes; "
         "write a diffusers folder that `explore generate --model FOLDER` uses. Ctrl-C writes a checkpoint: "
         "the same command resumes.",
     )
@@ -666,8 +806,9 @@ def _run_with_progress(plan: Plan, err) -> dict:
         tasks = {
             "vae": bar.add_task("1. VAE", total=plan.vae_steps, loss="…"),
             "unet": bar.add_task("2. UNet + text encoder", total=plan.unet_steps, loss="…"),
+            "ground": bar.add_task("3. Where words look", total=plan.ground_steps, loss="…"),
         }
-        recent: dict[str, list[float]] = {"vae": [], "unet": []}
+        recent: dict[str, list[float]] = {stage: [] for stage in STAGES}
 
         def progress(stage: str, step: int, loss: float) -> None:
             recent[stage] = (recent[stage] + [loss])[-50:]

@@ -192,6 +192,8 @@ def test_training_refuses_what_cannot_work_before_any_work(tmp_path, capsys):
     for argv, message in (
         (["--out", "/proc/no/micro"], "cannot be created"),
         (["--out", str(tmp_path / "x"), "--unet-steps", "0"], "unet-steps must be 1 or more"),
+        (["--out", str(tmp_path / "x"), "--ground-steps", "-1"], "ground-steps and ground-weight must be 0 or more"),
+        (["--out", str(tmp_path / "x"), "--ground-lr", "0"], "ground-lr must be between 0 and 1"),
     ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)

@@ -120,13 +120,13 @@ class AttentionMaps:
     """Cross-attention weights per layer call: (rows, h, w) for the first image of the prompt half."""
 
     def __init__(self, unet: nn.Module, rows: list[int], padding: list[int]):
-        from explorer.capture.attention import stock_attention
+        from explorer.capture.attention import cross_attention
 
         self.unet = unet
         self.rows, self.padding = rows, padding  # token positions kept, and those summed as padding
         self.halves = 2
         self.latent: tuple[int, int] = (0, 0)  # the UNet input's (H, W), set by the watcher
-        self.layers = {p: m for p, m in stock_attention(unet).items() if getattr(m, "is_cross_attention", False)}
+        self.layers = cross_attention(unet)
         self.current: list[tuple[str, Any]] = []  # (path, (rows + 1, h, w) numpy array) in call order
 
     @property
@@ -135,17 +135,9 @@ class AttentionMaps:
         return bool(self.layers)
 
     def install(self) -> Callable[[], None]:
-        from explorer.capture.attention import RecordingAttnProcessor
+        from explorer.capture.attention import hand_over_cross_attention
 
-        previous = {m: m.processor for m in self.layers.values()}
-        for path, m in self.layers.items():
-            m.set_processor(RecordingAttnProcessor(on_cross=self._take_for(path)))
-
-        def undo() -> None:
-            for m, processor in previous.items():
-                m.set_processor(processor)
-
-        return undo
+        return hand_over_cross_attention(self.layers, self._take_for)
 
     def take(self) -> list[tuple[str, Any]]:
         found, self.current = self.current, []

@@ -307,6 +307,26 @@ def stock_attention(model: nn.Module) -> dict[str, nn.Module]:
     }
 
 
+def cross_attention(model: nn.Module) -> dict[str, nn.Module]:
+    """The stock cross-attention modules of `model` (those attending to the prompt), by path."""
+    return {p: m for p, m in stock_attention(model).items() if getattr(m, "is_cross_attention", False)}
+
+
+def hand_over_cross_attention(layers: dict[str, nn.Module], on_cross_of: Callable[[str], Callable]) -> Callable[[], None]:
+    """Switch each of `layers` (path -> attention module) to the recording processor, handing its
+    query and key to `on_cross_of(path)` at every call; returns the function that puts the previous
+    processors back."""
+    previous = {m: m.processor for m in layers.values()}
+    for path, m in layers.items():
+        m.set_processor(RecordingAttnProcessor(on_cross=on_cross_of(path)))
+
+    def undo() -> None:
+        for m, processor in previous.items():
+            m.set_processor(processor)
+
+    return undo
+
+
 def install(model: nn.Module) -> tuple[set[int], Callable[[], None]]:
     """Make every attention of `model` record its steps. Returns the ids of the attention modules
     (their inside is described by those steps) and a function that puts everything back."""

@@ -285,26 +285,20 @@ class WordAttention:
     itself stays the stock computation."""
 
     def __init__(self, unet):
-        from explorer.capture.attention import stock_attention
+        from explorer.capture.attention import cross_attention
 
-        self.layers = [m for m in stock_attention(unet).values() if getattr(m, "is_cross_attention", False)]
+        self.layers = cross_attention(unet)
         self.maps: list = []
 
     def install(self) -> Callable[[], None]:
-        from explorer.capture.attention import RecordingAttnProcessor, attention_weights
+        from explorer.capture.attention import hand_over_cross_attention
 
-        def keep(query, key, scale) -> None:
-            self.maps.append(attention_weights(query, key, scale))  # (B, N, 77)
+        return hand_over_cross_attention(self.layers, lambda path: self._keep)
 
-        previous = [(m, m.processor) for m in self.layers]
-        for m in self.layers:
-            m.set_processor(RecordingAttnProcessor(on_cross=keep))
+    def _keep(self, query, key, scale) -> None:
+        from explorer.capture.attention import attention_weights
 
-        def undo() -> None:
-            for m, processor in previous:
-                m.set_processor(processor)
-
-        return undo
+        self.maps.append(attention_weights(query, key, scale))  # (B, N, 77)
 
 
 @lru_cache(maxsize=None)

@@ -167,11 +167,8 @@ def diff_scene(d: ComponentDiff, a: str, b: str, block: str | None = None, depth
     return result
 
 
-
 def notebook_bundle(diff: ModelDiff) -> dict[str, str]:
     """What Jupyter shows for a diff: the summary and each component side by side, as HTML and text."""
-    from explorer.views.tree import recording_console
+    from explorer.views.tree import mime_bundle
 
-    console = recording_console(140, "truecolor")
-    console.print(render(diff), overflow="ignore", crop=False, soft_wrap=True)
-    return {"text/plain": console.export_text(clear=False), "text/html": console.export_html(inline_styles=True)}
+    return mime_bundle(render(diff), width=140)

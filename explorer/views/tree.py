@@ -256,12 +256,15 @@ def notebook_bundle(trace: Trace) -> dict[str, str]:
         depth -= 1
         shown = trace.upto(depth)
     hidden = len(trace.nodes) - len(shown.nodes)
-    console = recording_console(120, "truecolor")
-    console.print(render(shown), overflow="ignore", crop=False, soft_wrap=True)
-    if hidden:
-        console.print(
-            Text(f"{hidden:,} deeper nodes not shown: trace.upto({depth + 1}) or trace.subtree(path) shows them.", "dim")
-        )
+    note = Text(f"{hidden:,} deeper nodes not shown: trace.upto({depth + 1}) or trace.subtree(path) shows them.", "dim")
+    return mime_bundle(render(shown), *([note] if hidden else []), width=120)
+
+
+def mime_bundle(*renderables, width: int) -> dict[str, str]:
+    """What Jupyter displays for rich renderables: HTML with inline styles, and the same as plain text."""
+    console = recording_console(width, "truecolor")
+    for renderable in renderables:
+        console.print(renderable, overflow="ignore", crop=False, soft_wrap=True)
     return {"text/plain": console.export_text(clear=False), "text/html": console.export_html(inline_styles=True)}
 
 

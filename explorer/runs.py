@@ -9,6 +9,8 @@ A run folder holds:
     previews/NNN.png        the latent after step NNN, mapped to RGB
     guidance/NNN-PART.png   step NNN's unconditional, conditional and guided noise predictions and
                             the predicted clean image x0 (PART: uncond, cond, guided, x0)
+                            (one pixel per latent position; `run.x0(5)` and the others show
+                            them 128 px wide, as older runs stored them)
     decoded/NNN.png         x0 decoded by the real VAE (every N steps, with --decode-every N)
     maps/NNN.npz            step NNN's cross-attention maps (with --attention-maps)
 
@@ -120,6 +122,12 @@ class Run:
         with Image.open(path) as image:
             return image.convert("RGB")
 
+    def _preview(self, relative: str, what: str):
+        """A latent preview, shown 128 px wide (runs record them at the latent's own size)."""
+        from explorer.previews import upscaled
+
+        return upscaled(self._image(relative, what))
+
     def _step(self, step: int) -> int:
         if not self.steps:
             raise ExplorerError(f"{self.folder} recorded no step.")
@@ -132,17 +140,17 @@ class Run:
 
     def latent(self, step: int):
         """The latent after `step`, mapped to RGB."""
-        return self._image(preview_file(self._step(step)), f"preview of step {step}")
+        return self._preview(preview_file(self._step(step)), f"preview of step {step}")
 
     def x0(self, step: int):
         """The clean image the model predicts at `step` (latent mapped to RGB)."""
-        return self._image(guidance_file(self._step(step), "x0"), f"x0 preview of step {step}")
+        return self._preview(guidance_file(self._step(step), "x0"), f"x0 preview of step {step}")
 
     def noise(self, part: str, step: int):
         """The noise prediction at `step`: "uncond", "cond" or "guided"."""
         if part not in GUIDANCE_PARTS[:3]:
             raise OptionError("part", f"must be one of uncond, cond, guided, got {part!r}.")
-        return self._image(guidance_file(self._step(step), part), f"{part} preview of step {step}")
+        return self._preview(guidance_file(self._step(step), part), f"{part} preview of step {step}")
 
     def decoded(self, step: int):
         """x0 decoded by the VAE (runs made with --decode-every)."""

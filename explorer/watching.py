@@ -376,7 +376,7 @@ class Watcher:
         self.decode_every, self.latent_rgb = decode_every, latent_rgb or LATENT_RGB
         self.on_step = on_step
         self.activity = BlockActivity(pipe.unet, watch_depth)
-        self.maps = AttentionMaps(pipe.unet, [], []) if attention_maps else None
+        self.maps = AttentionMaps(pipe.unet) if attention_maps else None
         if self.maps is not None and not self.maps.available:
             recording.warnings.append(
                 "No cross-attention of this UNet has a stock attention processor (xformers or LoRA variants?): "
@@ -387,7 +387,7 @@ class Watcher:
         self.phase, self.starts = "", {}
         self.current: dict[str, Any] = {}  # the step in progress: its seams and the UNet's prediction
         self.step_started: float | None = None
-        self.previews: list = []  # PIL images of the latent after each step
+        self.previews: list = []  # the latent after each step: (h, w, 3) RGB pixels
         self.last_maps: list = []  # the last step's maps, one array per layer (the live panel shows them)
         self.undo: list[Callable[[], None]] = []
         self.started = time.perf_counter()
@@ -462,7 +462,7 @@ class Watcher:
         from explorer.runs import PADDING
 
         length = record["length"]
-        self.maps.rows, self.maps.padding = list(range(length)), list(range(length, len(record["ids"])))
+        self.maps.tokens = length
         self.recording.attention = {"layers": [], "tokens": [*record["tokens"][:length], PADDING]}
 
     # every UNet call and scheduler step ------------------------------------------------------------------
@@ -525,26 +525,29 @@ class Watcher:
         rec.settings.setdefault("steps", asked)
         rec.settings.setdefault("guidance", float(getattr(self.pipe, "guidance_scale", 1.0)))
         rec.settings.setdefault("scheduler", type(scheduler).__name__)
+        folders = ["previews", "guidance"] + ["decoded"] * bool(self.decode_every) + ["maps"] * (self.maps is not None)
+        for folder in folders:  # once, not per file
+            (self.out / folder).mkdir(exist_ok=True)
 
     def _previews(self, index: int, prediction, guided, x0, latent_out) -> None:
-        """The latent after the step; the noise predictions (unconditional, conditional, guided) and
-        x0 through the same latent -> RGB map; every `decode_every` steps x0 through the real VAE."""
-        from explorer.previews import latent_preview, png
+        """The latent after the step; the noise predictions (unconditional, conditional and guided)
+        and x0 through the same latent -> RGB map, at the latent's size; every `decode_every` steps
+        x0 through the real VAE."""
+        from explorer.previews import latent_pixels, png, rgb_png
 
-        preview = latent_preview(latent_out, factors=self.latent_rgb)
-        self.previews.append(preview)
-        images = {preview_file(index): preview, guidance_file(index, "guided"): latent_preview(guided, factors=self.latent_rgb),
-                  guidance_file(index, "x0"): latent_preview(x0, factors=self.latent_rgb)}
+        latents = {preview_file(index): latent_out, guidance_file(index, "guided"): guided, guidance_file(index, "x0"): x0}
         if prediction is not None:
             halves = prediction.chunk(2) if self.current.get("unet_input", [0])[0] != _shape(guided)[0] else (None, prediction)
             for part, half in zip(("uncond", "cond"), halves):
                 if half is not None:
-                    images[guidance_file(index, part)] = latent_preview(half, factors=self.latent_rgb)
+                    latents[guidance_file(index, part)] = half
+        pixels = dict(zip(latents, latent_pixels(list(latents.values()), self.latent_rgb)))  # name -> (h, w, 3)
+        self.previews.append(pixels[preview_file(index)])
+        files = {name: rgb_png(p) for name, p in pixels.items()}
         if self.decode_every and index % self.decode_every == 0:
-            images[decoded_file(index)] = self._decoded(x0)
-        for relative, image in images.items():
-            (self.out / relative).parent.mkdir(exist_ok=True)
-            write_atomic(self.out / relative, png(image, compress_level=1))
+            files[decoded_file(index)] = png(self._decoded(x0), compress_level=1)
+        for relative, data in files.items():
+            write_atomic(self.out / relative, data)
 
     def _decoded(self, x0):
         """x0 decoded by the VAE, as the pipeline decodes its final latent."""
@@ -553,7 +556,7 @@ class Watcher:
         return self.pipe.image_processor.postprocess(image.detach(), output_type="pil")[0]
 
     def _write_maps(self, index: int) -> None:
-        from explorer.maps import write_maps
+        from explorer.maps import maps_npz
 
         taken = self.maps.take()
         if not taken or self.recording.attention is None:
@@ -562,18 +565,20 @@ class Watcher:
             self.recording.attention["layers"] = [
                 {"path": path, "height": int(m.shape[1]), "width": int(m.shape[2])} for path, m in taken
             ]
-        (self.out / "maps").mkdir(exist_ok=True)
         self.last_maps = [m for _, m in taken]
-        write_maps(self.out / maps_file(index), self.last_maps)
+        write_atomic(self.out / maps_file(index), maps_npz(self.last_maps))
 
     def finish(self, status: str, error: str = "") -> None:
         """The last write: the status, the contact sheet of every step's latent, the wall time."""
-        from explorer.previews import contact_sheet, png
+        from PIL import Image
+
+        from explorer.previews import contact_sheet, png, upscaled
 
         self.recording.status, self.recording.error = status, error
         if self.previews:
             captions = [f"{s.index}: t={s.timestep:g}" for s in self.recording.steps]
-            write_atomic(self.out / "latents.png", png(contact_sheet(self.previews, captions)))
+            images = [upscaled(Image.fromarray(pixels, "RGB")) for pixels in self.previews]
+            write_atomic(self.out / "latents.png", png(contact_sheet(images, captions)))
         self.recording.phases["wall"] = round(time.perf_counter() - self.started, 4)
         self.recording.write()
 

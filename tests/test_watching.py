@@ -185,3 +185,136 @@ def test_a_failing_pipeline_is_one_sentence_and_keeps_its_steps(tmp_path, monkey
     assert record["status"] == "failed" and len(record["steps"]) == 2 and "caught fire" in record["error"]
     result = runner.invoke(app, ["generate", "-p", "x", "--model", "tiny", "--steps", "3", "--out", str(tmp_path / "c")])
     assert result.exit_code == 1 and "failed at step 2" in result.stderr and "Traceback" not in result.output
+
+
+# -- the numbers themselves: measured together, as each module returned them ---------------------------
+
+
+def reference_stats(t, halves: int = 2) -> dict[str, float]:
+    """mean, std and mean |x| of the conditional half, the direct way, in float64."""
+    half = t.detach().double()
+    half = half[half.shape[0] // 2 :] if halves == 2 else half
+    std = float(half.std()) if half.numel() > 1 else 0.0
+    return {"mean": float(half.mean()), "std": std, "abs": float(half.abs().mean())}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_moments_of_many_tensors_match_each_measured_alone(seed):
+    """Sizes that share no large divisor, tensors with a mean far above their spread, a constant one,
+    one element: the batched sums agree with float64 statistics of each tensor."""
+    import torch
+
+    from explorer.capture.activity import Moments
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(2, 3, 5, 7), (2, 320), (2, 1), (4, 6, 6), (2, 64, 8, 8), (2, 13)]
+    tensors = [torch.randn(s, generator=g) * (10 ** (seed - 1)) + (k - 2) * 3 for k, s in enumerate(shapes)]
+    tensors.append(torch.full((2, 9), 7.0))
+    tensors.append(torch.randn(2, 5000, generator=g) * 1e-3 + 40.0)  # mean² is 10⁹ times the variance
+    for halves in (1, 2):
+        for t, (n, mean, square_sum, abs_sum) in zip(tensors, Moments()(tensors, halves)):
+            want = reference_stats(t, halves)
+            std = (square_sum / (n - 1)) ** 0.5 if n > 1 else 0.0
+            assert mean == pytest.approx(want["mean"], rel=1e-6, abs=1e-7)
+            assert std == pytest.approx(want["std"] if n > 1 else 0.0, rel=1e-5, abs=1e-7)
+            assert abs_sum / n == pytest.approx(want["abs"], rel=1e-6)
+
+
+def test_block_activity_is_each_modules_own_output(tmp_path):
+    """Every watched module and skip tensor of every step of a real pipeline, against statistics that
+    hooks of our own compute the moment each module returns."""
+    import torch
+
+    from explorer.capture.activity import called_depths
+    from explorer.watching import build_pipeline, watch
+
+    pipe = build_pipeline(tiny()).pipe
+    modules = dict(pipe.unet.named_modules())
+    seen: list[dict] = []
+
+    def own_hook(path):
+        def hook(module, args, output):
+            t = output if isinstance(output, torch.Tensor) else (output[0] if isinstance(output, tuple) else output.sample)
+            seen[-1][path] = reference_stats(t)
+            if path.startswith("down_blocks.") and path.count(".") == 1:
+                for k, skip in enumerate(output[1]):
+                    seen[-1][f"{path}[{k}]"] = float(skip[skip.shape[0] // 2 :].double().pow(2).mean().sqrt())
+
+        return hook
+
+    handles = [modules[p].register_forward_hook(own_hook(p)) for p, d in called_depths(pipe.unet).items() if d <= 2]
+    handles.append(pipe.unet.register_forward_pre_hook(lambda m, a: seen.append({})))
+    with watch(pipe, tmp_path / "w") as run:
+        pipe(PROMPT, num_inference_steps=3, generator=torch.Generator().manual_seed(1))
+    for handle in handles:
+        handle.remove()
+    assert len(run.steps) == len(seen) == 4
+    for step, own in zip(run.steps, seen):
+        assert set(step["blocks"]) == {p for p in own if "[" not in p}
+        for path, stats in step["blocks"].items():
+            for key in ("mean", "std", "abs"):
+                assert stats[key] == pytest.approx(own[path][key], abs=1.5e-5), (step["index"], path, key)
+        for name, rms in step["skips"].items():
+            if name != "conv_in":
+                assert rms == pytest.approx(own[name], abs=1.5e-5), (step["index"], name)
+
+
+def test_an_output_changed_in_place_later_is_measured_as_returned():
+    """A parent that adds to its child's output in place (as diffusers does with a T2I-adapter's
+    residuals): every call measures the child's output as the child returned it."""
+    import torch
+    from torch import nn
+
+    from explorer.capture.activity import BlockActivity
+
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.child, self.after = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x):
+            y = self.child(x)
+            y += 100.0  # in place, after the child's hook has seen y
+            return self.after(y)
+
+    model = Parent()
+    activity = BlockActivity(model, depth=1)
+    undo = activity.install()
+    with torch.no_grad():
+        for seed in range(3):
+            x = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
+            model(x)
+            stats, _ = activity.take()
+            want = reference_stats(model.child(x))
+            assert stats["child"]["mean"] == pytest.approx(want["mean"], abs=1e-5), seed
+            assert stats["child"]["std"] == pytest.approx(want["std"], abs=1e-5), seed
+    undo()
+
+
+def test_maps_taken_together_equal_maps_taken_one_by_one(tmp_path, monkeypatch):
+    """The maps of layers of the same size are computed together; computed one layer at a time, in
+    the attention call itself, they are the same maps."""
+    from explorer.capture.activity import AttentionMaps
+
+    together = generate(tiny(attention_maps=True, steps=2), tmp_path / "together")
+    monkeypatch.setattr(AttentionMaps, "AT_ONCE", 0)
+    alone = generate(tiny(attention_maps=True, steps=2), tmp_path / "alone")
+    a, b = load_run(together.out), load_run(alone.out)
+    for step in range(len(a.steps)):
+        for x, y in zip(a.maps(step), b.maps(step), strict=True):
+            assert x.shape == y.shape and np.allclose(x, y, atol=1e-6)
+
+
+def test_maps_files_of_earlier_runs_read_the_same(mapped, tmp_path):
+    """Runs recorded before the maps were laid side by side hold `L<k>` and `S<k>` per layer; read
+    back, they give the same maps."""
+    from explorer.maps import quantize, read_maps
+
+    maps = mapped.maps(1)
+    arrays = {}
+    for k, layer in enumerate(maps):
+        arrays[f"L{k}"], arrays[f"S{k}"] = quantize(layer)
+    np.savez_compressed(tmp_path / "001.npz", **arrays)
+    earlier = read_maps(tmp_path / "001.npz", len(maps), len(mapped.map_tokens))
+    for x, y in zip(earlier, maps, strict=True):
+        assert x.shape == y.shape and np.allclose(x, y, atol=1e-6)

@@ -87,10 +87,12 @@ def attention_steps(
     )
 
 
-def attention_weights(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+def attention_weights(query: torch.Tensor, key: torch.Tensor, scale: float, keep: int | None = None) -> torch.Tensor:
     """softmax(QKᵀ · scale), averaged over the heads: (B, N_q, N_k) from query (B, heads, N_q, d) and
-    key (B, heads, N_k, d). Materialized on purpose: only for cross-attention, whose N_k is 77."""
-    return torch.softmax(query @ key.transpose(-1, -2) * scale, dim=-1).mean(dim=1)
+    key (B, heads, N_k, d); with `keep`, only the first `keep` keys' weights, (B, N_q, keep), still
+    normalized over all keys. Materialized on purpose: only for cross-attention, whose N_k is 77."""
+    weights = torch.softmax(query @ key.transpose(-1, -2) * scale, dim=-1)  # (B, heads, N_q, N_k)
+    return (weights if keep is None else weights[..., :keep]).mean(dim=1)
 
 
 # -- diffusers ---------------------------------------------------------------------------------------

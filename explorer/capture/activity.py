@@ -65,7 +65,10 @@ class Moments:
         self.layouts: dict[tuple, tuple[int, list[int], torch.Tensor]] = {}  # shapes -> g, sizes, each tensor's last row
 
     def __call__(self, tensors: list[torch.Tensor], halves: int) -> list[tuple[int, float, float, float]]:
-        parts = 2 if halves == 2 and all(t.ndim and t.shape[0] % 2 == 0 for t in tensors) else 1
+        even = [bool(t.ndim) and t.shape[0] % 2 == 0 for t in tensors]
+        if halves == 2 and len(tensors) > 1 and not all(even) and any(even):  # each its own way
+            return [self([t], halves)[0] for t in tensors]
+        parts = 2 if halves == 2 and all(even) else 1
         g, sizes, last_rows = self._layout(tensors, parts)
         side_by_side = torch.cat([t.detach().reshape(parts, -1) for t in tensors], dim=1)  # (parts, Σn)
         rows = side_by_side[parts - 1].view(-1, g)  # (R, g): the conditional halves; no row spans two

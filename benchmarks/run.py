@@ -171,10 +171,19 @@ def bench_watch(model: str, size: int, steps: int, repeats: int) -> list[dict]:
             "peer": "the same diffusers pipeline, unwatched",
             "ours": statistics.median(r[side]) / n,
             "theirs": plain / n,
-            "note": f"median of {repeats} runs of {n} UNet calls each",
+            "note": f"median of {repeats} runs of {n} UNet calls each; {paired(r[side], r['plain'])}",
             "target": target,
         })
     return rows
+
+
+def paired(ours: list[float], theirs: list[float]) -> str:
+    """The ratio of each round's two runs (run back to back, so a slower minute of the machine slows
+    both): its median and middle half, which say how far one run's ratio can be trusted."""
+    ratios = sorted(a / b for a, b in zip(ours, theirs))
+    quarter = len(ratios) // 4
+    return (f"round by round {statistics.median(ratios):.2f}×, middle half "
+            f"{ratios[quarter]:.2f}–{ratios[len(ratios) - 1 - quarter]:.2f}×")
 
 
 def bench_maps_size(steps: int) -> list[dict]:
@@ -391,7 +400,7 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
     ]
     for row in rows:
         unit = row.get("unit", "s")
-        fmt = (lambda v: f"{v:,.0f} MB") if unit == "MB" else (lambda v: f"{v:.2f} s")
+        fmt = (lambda v: f"{v:,.0f} MB") if unit == "MB" else (lambda v: f"{v:.2f} s" if v >= 1 else f"{v * 1000:.1f} ms")
         theirs = fmt(row["theirs"]) if row["theirs"] else "—"
         ratio = f"{row['ours'] / row['theirs']:.2f}×" if row["theirs"] else "—"
         lines.append(
@@ -422,16 +431,22 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  cache and imports no torch at all.",
         "- Peak memory: sd-explorer never allocates the weights (the meta device); torchinfo on the CPU",
         "  holds the whole float32 UNet and its activations.",
-        "- Watching a generation costs hooks on the UNet's blocks (three statistics each, from two norms",
-        "  and a mean), a wrapper around `scheduler.step`, five small PNG files per step (the latent and",
-        "  the four guidance previews) and, with maps, the cross-attention weights of the prompt's half: a",
-        "  few per cent of an SD1.5 step. A micro step takes about 19 ms, and the same work is then a",
-        "  large share of it: micro misses the 1.03× and 1.15× targets, SD1.5 meets them. The row \"the",
-        "  least watching can cost\" hooks the same modules with hooks that do nothing and writes five",
-        "  files per step: level with the unwatched pipeline. What micro pays is the work itself, not the",
-        "  hooks or the files: about 3 ms for the statistics of its 48 watched modules (a handful of tensor",
-        "  operations each, every one a few microseconds of dispatch at micro's sizes) and 2 to 3 ms to",
-        "  compute and encode the five previews.",
+        "- Watching a generation costs forward hooks on the UNet's blocks, whose outputs are measured",
+        "  together when each UNet call ends (Σx, Σx² and Σ|x| of every prompt half in a dozen tensor",
+        "  operations), a wrapper around `scheduler.step`, five small PNG files per step (the latent and",
+        "  the four guidance previews, at the latent's own size) and, with maps, the cross-attention",
+        "  weights of the prompt's first image, computed together for the layers of one size, and one",
+        "  `.npz` per step: a few per cent of an SD1.5 step, within the targets. A micro step takes about",
+        "  19 ms, and the same work is a large share of it; micro misses the targets. Timed inside the",
+        "  watchers on micro, per step: block activity 0.7 to 0.9 ms (keeping the outputs 0.15,",
+        "  measuring them 0.5 to 0.6, the numbers 0.1) plus about 0.35 ms that the 54 hooks and the",
+        "  outputs they keep cost the UNet itself (measured on the UNet alone: hooks that keep the",
+        "  outputs and do nothing else, 1.02×); the previews 0.9 to 1.2 ms (mapping 0.2, PNG encoding",
+        "  0.25, creating five files 0.3 to 1: this disk takes 55 to 650 µs to create a file, depending",
+        "  on the moment); the maps 1.5 to 1.8 ms (computing them 0.7 to 1.0, packing them in 8 bits",
+        "  0.4, the file). What is left is the number of operations, hooks and files, not their",
+        "  arithmetic: a micro tensor is a few kB. This machine's speed drifts by a third within minutes",
+        "  (micro's plain step: 19 to 34 ms in one run), hence the round-by-round ratios in the notes.",
         "- Random weights: PyTorch's default initialisation draws a fresh random number for every one of",
         "  the 1.07 billion parameters; sd-explorer draws 2^24 and copies slices of them, so building",
         "  costs little more than touching the memory once.",
@@ -452,7 +467,7 @@ def main() -> None:
     rows += bench_explore(repeats)
     print("watching overhead …", flush=True)
     rows += bench_watch("sd15", 128 if args.quick else 256, 2 if args.quick else 4, 3 if args.quick else 6)
-    rows += bench_watch("micro", 64, 20, 3 if args.quick else 9)
+    rows += bench_watch("micro", 64, 20, 3 if args.quick else 21)  # 0.5 s a run: more runs against the noise
     print("the maps' size on disk …", flush=True)
     rows += bench_maps_size(1 if args.quick else 2)
     print("a whole random-weights generation …", flush=True)

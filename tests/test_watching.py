@@ -221,13 +221,18 @@ def test_moments_of_many_tensors_match_each_measured_alone(seed):
             assert abs_sum / n == pytest.approx(want["abs"], rel=1e-6)
 
 
-def test_block_activity_is_each_modules_own_output(tmp_path):
+@pytest.mark.parametrize("at_once", [False, True], ids=["kept-until-the-call-ends", "measured-in-the-hook"])
+def test_block_activity_is_each_modules_own_output(tmp_path, monkeypatch, at_once):
     """Every watched module and skip tensor of every step of a real pipeline, against statistics that
-    hooks of our own compute the moment each module returns."""
+    hooks of our own compute the moment each module returns; small outputs are kept until the UNet
+    call ends, large ones measured in the hook: both ways."""
     import torch
 
-    from explorer.capture.activity import called_depths
+    from explorer.capture.activity import BlockActivity, called_depths
     from explorer.watching import build_pipeline, watch
+
+    if at_once:
+        monkeypatch.setattr(BlockActivity, "AT_ONCE", 1)
 
     pipe = build_pipeline(tiny()).pipe
     modules = dict(pipe.unet.named_modules())

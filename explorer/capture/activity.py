@@ -70,7 +70,8 @@ class Moments:
             return [self([t], halves)[0] for t in tensors]
         parts = 2 if halves == 2 and all(even) else 1
         g, sizes, last_rows = self._layout(tensors, parts)
-        side_by_side = torch.cat([t.detach().reshape(parts, -1) for t in tensors], dim=1)  # (parts, Σn)
+        halves_of = [t.detach().reshape(parts, -1) for t in tensors]
+        side_by_side = torch.cat(halves_of, dim=1) if len(tensors) > 1 else halves_of[0]  # (parts, Σn)
         rows = side_by_side[parts - 1].view(-1, g)  # (R, g): the conditional halves; no row spans two
         per_row = torch.stack((rows.sum(1), torch.linalg.vector_norm(rows, dim=1), rows.abs().sum(1)), 1).double()  # (R, 3)
         per_row[:, 1].square_()  # ‖row‖ -> Σx²
@@ -100,14 +101,14 @@ class BlockActivity:
     """Statistics of every watched module's output, per UNet call.
 
     The hooks keep the outputs, and they are measured together when the UNet call ends (`Moments`),
-    a skip tensor that is also a watched module's output only once. An output of a million elements
-    or more is measured at once instead (its arithmetic outweighs the operations' cost; holding it
-    would cost memory). The first call copies what it keeps and notes the outputs that the rest of
+    a skip tensor that is also a watched module's output only once. An output of 32,768 elements or
+    more is measured at once instead: from that size on its arithmetic outweighs the operations'
+    cost (PyTorch splits such work across threads), and holding it would cost memory (SD1.5). The first call copies what it keeps and notes the outputs that the rest of
     the call changes in place (a T2I-adapter's residual added to a down block's output): those are
     copied in every call, so every number describes the output as its module returned it.
     """
 
-    AT_ONCE = 1 << 20  # elements: measured in the hook, not kept until the call ends
+    AT_ONCE = 1 << 15  # elements: measured in the hook, not kept until the call ends
 
     def __init__(self, unet: nn.Module, depth: int = 2):
         self.unet = unet
@@ -187,11 +188,11 @@ class AttentionMaps:
 
     Each layer hands over its query and key; `take()` computes the maps of layers of the same size
     together (one matmul and one softmax for the three 16x16 layers of micro, say). A layer whose
-    query has a million elements or more (SD1.5 at 512 px, SDXL) is computed at once instead:
-    holding its query would cost memory.
+    query has 32,768 elements or more (SD1.5, SDXL) is computed at once instead: its arithmetic
+    outweighs the operations' cost, and holding its query would cost memory.
     """
 
-    AT_ONCE = 1 << 20  # query elements
+    AT_ONCE = 1 << 15  # query elements
 
     def __init__(self, unet: nn.Module, tokens: int = 0):
         from explorer.capture.attention import cross_attention

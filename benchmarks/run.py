@@ -177,6 +177,13 @@ def bench_watch(model: str, size: int, steps: int, repeats: int) -> list[dict]:
     return rows
 
 
+def shown(value: float, unit: str) -> str:
+    """A measurement as the table shows it: MB, seconds, or milliseconds under a second."""
+    if unit == "MB":
+        return f"{value:,.0f} MB"
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
+
+
 def paired(ours: list[float], theirs: list[float]) -> str:
     """The ratio of each round's two runs (run back to back, so a slower minute of the machine slows
     both): its median and middle half, which say how far one run's ratio can be trusted."""
@@ -400,11 +407,10 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
     ]
     for row in rows:
         unit = row.get("unit", "s")
-        fmt = (lambda v: f"{v:,.0f} MB") if unit == "MB" else (lambda v: f"{v:.2f} s" if v >= 1 else f"{v * 1000:.1f} ms")
-        theirs = fmt(row["theirs"]) if row["theirs"] else "—"
+        theirs = shown(row["theirs"], unit) if row["theirs"] else "—"
         ratio = f"{row['ours'] / row['theirs']:.2f}×" if row["theirs"] else "—"
         lines.append(
-            f"| {row['what']} | {row['peer'] or '—'} | {fmt(row['ours'])} | {theirs} | {ratio} | "
+            f"| {row['what']} | {row['peer'] or '—'} | {shown(row['ours'], unit)} | {theirs} | {ratio} | "
             f"{row['target']} | {row['note']} |"
         )
     lines += [
@@ -439,7 +445,7 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  `.npz` per step: a few per cent of an SD1.5 step, within the targets. A micro step takes about",
         "  19 ms, and the same work is a large share of it; micro misses the targets. Timed inside the",
         "  watchers on micro, per step: block activity 0.7 to 0.9 ms (keeping the outputs 0.15,",
-        "  measuring them 0.5 to 0.6, the numbers 0.1) plus about 0.35 ms that the 54 hooks and the",
+        "  measuring them 0.5 to 0.6, the numbers 0.1) plus about 0.35 ms that the 48 hooks and the",
         "  outputs they keep cost the UNet itself (measured on the UNet alone: hooks that keep the",
         "  outputs and do nothing else, 1.02×); the previews 0.9 to 1.2 ms (mapping 0.2, PNG encoding",
         "  0.25, creating five files 0.3 to 1: this disk takes 55 to 650 µs to create a file, depending",

@@ -26,7 +26,7 @@ def latent_pixels(latents: Sequence, factors: Sequence[Sequence[float]] = LATENT
     own size (one pixel per latent position; `upscaled` shows them bigger), mapped all at once:
     a watched run maps five every step. `factors`: the latent -> RGB map, 4 rows of (R, G, B) and
     maybe a fifth, a constant; SD1.x's by default (a micro model carries its own, fitted when it
-    was trained). numpy does the mapping: at these sizes its operations cost a tenth of torch's."""
+    was trained). numpy does the mapping: at these sizes it takes half the time torch does."""
     import numpy as np
     import torch
 
@@ -50,7 +50,7 @@ def upscaled(image, size: int = PREVIEW_WIDTH):
 
 def rgb_png(pixels, compress_level: int = 1) -> bytes:
     """PNG bytes of (h, w, 3) uint8 pixels: the signature, a header, the rows deflated, an end. For
-    the small previews a watched run writes every step this costs a tenth of PIL's save, which
+    the small previews a watched run writes every step this costs a third of PIL's save, which
     spends its time setting up its plugin and encoder, not compressing."""
     import struct
     import zlib
@@ -58,13 +58,15 @@ def rgb_png(pixels, compress_level: int = 1) -> bytes:
     import numpy as np
 
     height, width, _ = pixels.shape
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), pixels.reshape(height, width * 3)], axis=1)  # filter 0: none
+    no_filter = np.zeros((height, 1), np.uint8)  # each row starts with its filter type: 0, none
+    rows = np.concatenate([no_filter, pixels.reshape(height, width * 3)], axis=1)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, deflate, no interlace
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level)) + chunk(b"IEND", b"")
+    deflated = zlib.compress(rows.tobytes(), compress_level)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", deflated) + chunk(b"IEND", b"")
 
 
 def png(image, compress_level: int = 6) -> bytes:

@@ -535,7 +535,8 @@ class Watcher:
         x0 through the real VAE."""
         from explorer.previews import latent_pixels, png, rgb_png
 
-        latents = {preview_file(index): latent_out, guidance_file(index, "guided"): guided, guidance_file(index, "x0"): x0}
+        latents = {preview_file(index): latent_out, guidance_file(index, "guided"): guided,
+                   guidance_file(index, "x0"): x0}
         if prediction is not None:
             halves = prediction.chunk(2) if self.current.get("unet_input", [0])[0] != _shape(guided)[0] else (None, prediction)
             for part, half in zip(("uncond", "cond"), halves):

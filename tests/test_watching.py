@@ -240,7 +240,7 @@ def test_block_activity_is_each_modules_own_output(tmp_path, monkeypatch, at_onc
 
     def own_hook(path):
         def hook(module, args, output):
-            t = output if isinstance(output, torch.Tensor) else (output[0] if isinstance(output, tuple) else output.sample)
+            t = output if isinstance(output, torch.Tensor) else output[0] if isinstance(output, tuple) else output.sample
             seen[-1][path] = reference_stats(t)
             if path.startswith("down_blocks.") and path.count(".") == 1:
                 for k, skip in enumerate(output[1]):

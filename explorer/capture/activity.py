@@ -62,7 +62,8 @@ class Moments:
     subtraction Σx² − n·mean² would blur), that tensor is measured again the exact way, centred."""
 
     def __init__(self):
-        self.layouts: dict[tuple, tuple[int, list[int], torch.Tensor]] = {}  # shapes -> g, sizes, each tensor's last row
+        # the tensors' shapes -> g, each tensor's size, each tensor's last row
+        self.layouts: dict[tuple, tuple[int, list[int], torch.Tensor]] = {}
 
     def __call__(self, tensors: list[torch.Tensor], halves: int) -> list[tuple[int, float, float, float]]:
         even = [bool(t.ndim) and t.shape[0] % 2 == 0 for t in tensors]
@@ -73,7 +74,8 @@ class Moments:
         halves_of = [t.detach().reshape(parts, -1) for t in tensors]
         side_by_side = torch.cat(halves_of, dim=1) if len(tensors) > 1 else halves_of[0]  # (parts, Σn)
         rows = side_by_side[parts - 1].view(-1, g)  # (R, g): the conditional halves; no row spans two
-        per_row = torch.stack((rows.sum(1), torch.linalg.vector_norm(rows, dim=1), rows.abs().sum(1)), 1).double()  # (R, 3)
+        per_row = torch.stack((rows.sum(1), torch.linalg.vector_norm(rows, dim=1), rows.abs().sum(1)), 1)  # (R, 3)
+        per_row = per_row.double()
         per_row[:, 1].square_()  # ‖row‖ -> Σx²
         ends = [(0.0, 0.0, 0.0), *per_row.cumsum(0)[last_rows].tolist()]  # running sums at each tensor's last row
         found = []
@@ -103,9 +105,10 @@ class BlockActivity:
     The hooks keep the outputs, and they are measured together when the UNet call ends (`Moments`),
     a skip tensor that is also a watched module's output only once. An output of 32,768 elements or
     more is measured at once instead: from that size on its arithmetic outweighs the operations'
-    cost (PyTorch splits such work across threads), and holding it would cost memory (SD1.5). The first call copies what it keeps and notes the outputs that the rest of
-    the call changes in place (a T2I-adapter's residual added to a down block's output): those are
-    copied in every call, so every number describes the output as its module returned it.
+    cost (PyTorch splits such work across threads), and holding it would cost memory (SD1.5). The
+    first call copies what it keeps and notes the outputs that the rest of the call changes in place
+    (a T2I-adapter's residual added to a down block's output): those are copied in every call, so
+    every number describes the output as its module returned it.
     """
 
     AT_ONCE = 1 << 15  # elements: measured in the hook, not kept until the call ends
@@ -124,7 +127,8 @@ class BlockActivity:
         modules = dict(self.unet.named_modules())
         skip_sources = {"conv_in", *(p for p in modules if p.startswith("down_blocks.") and p.count(".") == 1)}
         watched = [*self.paths, *sorted(skip_sources & set(modules) - set(self.paths))]
-        handles = [modules[p].register_forward_hook(self._hook_of(p, p in self.paths, p in skip_sources)) for p in watched]
+        hooks = [self._hook_of(p, p in self.paths, p in skip_sources) for p in watched]
+        handles = [modules[p].register_forward_hook(hook) for p, hook in zip(watched, hooks)]
         handles.append(self.unet.register_forward_hook(self._call_ended))
 
         def undo() -> None:

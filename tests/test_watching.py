@@ -211,7 +211,7 @@ def test_moments_of_many_tensors_match_each_measured_alone(seed):
     tensors = [torch.randn(s, generator=g) * (10 ** (seed - 1)) + (k - 2) * 3 for k, s in enumerate(shapes)]
     tensors.append(torch.full((2, 9), 7.0))
     tensors.append(torch.randn(2, 5000, generator=g) * 1e-3 + 40.0)  # mean² is 10⁹ times the variance
-    tensors.append(torch.randn(3, 4, generator=g))  # an odd batch: measured whole, as conditional_half says
+    tensors.append(torch.randn(3, 4, generator=g))  # an odd batch: measured whole (prompt_start)
     for halves in (1, 2):
         for t, (n, mean, square_sum, abs_sum) in zip(tensors, Moments()(tensors, halves)):
             want = reference_stats(t, halves)

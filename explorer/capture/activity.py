@@ -37,9 +37,10 @@ def called_depths(model: nn.Module) -> dict[str, int]:
     return depths
 
 
-def conditional_half(t: torch.Tensor, halves: int) -> torch.Tensor:
-    """The prompt's half of a classifier-free-guidance batch [negative prompts, prompts]."""
-    return t[t.shape[0] // 2 :] if halves == 2 and t.shape[0] % 2 == 0 else t
+def prompt_start(t: torch.Tensor, halves: int) -> int:
+    """Where the prompt's half of a classifier-free-guidance batch [negative prompts, prompts] starts:
+    half way along an even batch when there are two halves, else 0 (all of it is the prompt's)."""
+    return t.shape[0] // 2 if halves == 2 and t.ndim and t.shape[0] % 2 == 0 else 0
 
 
 def _first_tensor(output: Any) -> torch.Tensor | None:
@@ -66,10 +67,11 @@ class Moments:
         self.layouts: dict[tuple, tuple[int, list[int], torch.Tensor]] = {}
 
     def __call__(self, tensors: list[torch.Tensor], halves: int) -> list[tuple[int, float, float, float]]:
-        even = [bool(t.ndim) and t.shape[0] % 2 == 0 for t in tensors]
-        if halves == 2 and len(tensors) > 1 and not all(even) and any(even):  # each its own way
+        """(n, mean, Σ(x − mean)², Σ|x|) of each tensor's prompt half (`prompt_start`)."""
+        split = [prompt_start(t, halves) > 0 for t in tensors]
+        if any(split) and not all(split):  # some batches split in two, some not: each its own way
             return [self([t], halves)[0] for t in tensors]
-        parts = 2 if halves == 2 and all(even) else 1
+        parts = 2 if all(split) else 1
         g, sizes, last_rows = self._layout(tensors, parts)
         halves_of = [t.detach().reshape(parts, -1) for t in tensors]
         side_by_side = torch.cat(halves_of, dim=1) if len(tensors) > 1 else halves_of[0]  # (parts, Σn)
@@ -83,7 +85,7 @@ class Moments:
             s, q, a = (y - x for x, y in zip(before, after))  # Σx, Σx², Σ|x| of this tensor
             mean, square_sum = s / n, max(q - s * s / n, 0.0)
             if 100 * square_sum < n * mean * mean:  # ill-conditioned: centre first, in float64
-                x = t.detach().reshape(parts, -1)[parts - 1].double()
+                x = t.detach()[prompt_start(t, halves) :].double()
                 square_sum = float(torch.sum((x - x.mean()) ** 2))
             found.append((n, mean, square_sum, a))
         return found
@@ -236,7 +238,7 @@ class AttentionMaps:
 
     def _take_for(self, path: str):
         def take(query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
-            first = len(query) // 2 if self.halves == 2 and len(query) % 2 == 0 else 0  # the prompt half's first image
+            first = prompt_start(query, self.halves)  # the prompt half's first image
             q, k = query[first : first + 1], key[first : first + 1]  # (1, heads, N, d), (1, heads, 77, d)
             self.kept.append((path, self._maps(q, k, scale)[0] if q.numel() >= self.AT_ONCE else (q, k, scale)))
 

@@ -1,4 +1,4 @@
-"""A run: the record of one watched generation (schema `sd-explorer/generation@2`), and the files
+"""A run: the record of one watched generation (schema `sd-explorer/generation@3`), and the files
 beside it, read back as plain data.
 
 A run folder holds:
@@ -6,16 +6,19 @@ A run folder holds:
     trace.json              the record: settings, tokens, phases, every step, the static traces
     image.png               the image (when the run finished)
     latents.png             the latent after every step, side by side
-    previews/NNN.png        the latent after step NNN, mapped to RGB
-    guidance/NNN-PART.png   step NNN's unconditional, conditional and guided noise predictions and
-                            the predicted clean image x0 (PART: uncond, cond, guided, x0)
-                            (one pixel per latent position; `run.x0(5)` and the others show
-                            them 128 px wide, as older runs stored them)
+    previews/NNN.png        step NNN's previews side by side, mapped to RGB one pixel per latent
+                            position: the latent after the step, the unconditional, conditional
+                            and guided noise predictions, and the predicted clean image x0 (the
+                            record's files.tiles names them, left to right; `run.x0(5)` and the
+                            others cut them out and show them 128 px wide)
     decoded/NNN.png         x0 decoded by the real VAE (every N steps, with --decode-every N)
     maps/NNN.npz            step NNN's cross-attention maps (with --attention-maps)
 
+Runs recorded before (generation@1 and @2) hold each preview in its own file, `previews/NNN.png`
+the latent and `guidance/NNN-PART.png` the others; they are read the same.
+
 File names are made from step numbers here, never read from the record: a hostile trace.json
-cannot point outside its folder. `load_run(folder)` reads it all back (generation@1 records too)
+cannot point outside its folder. `load_run(folder)` reads it all back (generation@1 and @2 too)
 and answers the questions a learner asks: `run.attention("circle")`, `run.blocks[path]["std"]`,
 `run.x0(5)`, `run.noise("cond", 5)`.
 
@@ -31,19 +34,39 @@ from typing import Any
 
 from explorer.errors import ExplorerError, OptionError
 
-SCHEMA = "sd-explorer/generation@2"
-READABLE = ("sd-explorer/generation@1", SCHEMA)
+SCHEMA = "sd-explorer/generation@3"
+READABLE = ("sd-explorer/generation@1", "sd-explorer/generation@2", SCHEMA)
 RECORD = "trace.json"  # the record's file name in a run folder (kept from the first version)
 GUIDANCE_PARTS = ("uncond", "cond", "guided", "x0")
+TILES = ("latent", *GUIDANCE_PARTS)  # a step's previews, left to right (those recorded)
 PADDING = "<padding>"  # the maps' last row: the attention of all padding tokens together
 
 
 def preview_file(step: int) -> str:
+    """Step `step`'s previews side by side (generation@1 and @2: the latent's alone)."""
     return f"previews/{step:03d}.png"
 
 
 def guidance_file(step: int, part: str) -> str:
+    """Where generation@1 and @2 runs kept each noise prediction's and x0's preview."""
     return f"guidance/{step:03d}-{part}.png"
+
+
+def preview_tiles(record: dict) -> list[str] | None:
+    """The previews a generation@3 run laid side by side in each step's file, left to right (None
+    for earlier runs, which kept each in its own file)."""
+    tiles = (record.get("files") or {}).get("tiles") if isinstance(record.get("files"), dict) else None
+    if not isinstance(tiles, list) or not tiles or not all(isinstance(t, str) for t in tiles):
+        return None
+    return tiles
+
+
+def cut_tiles(strip, names: list[str]) -> dict:
+    """A step's previews, side by side in one image, cut apart: name -> PIL image."""
+    width = strip.width // len(names)
+    if width == 0:
+        raise ValueError(f"{strip.width} px cannot hold {len(names)} previews side by side")
+    return {name: strip.crop((k * width, 0, (k + 1) * width, strip.height)) for k, name in enumerate(names)}
 
 
 def decoded_file(step: int) -> str:
@@ -122,11 +145,20 @@ class Run:
         with Image.open(path) as image:
             return image.convert("RGB")
 
-    def _preview(self, relative: str, what: str):
-        """A latent preview, shown 128 px wide (runs record them at the latent's own size)."""
+    def _preview(self, step: int, part: str, what: str):
+        """One of a step's latent previews (a TILES name), shown 128 px wide (runs record them at
+        the latent's own size)."""
         from explorer.previews import upscaled
 
-        return upscaled(self._image(relative, what))
+        tiles = preview_tiles(self.record)
+        if tiles is None:  # generation@1 and @2: one file each
+            return upscaled(self._image(preview_file(step) if part == "latent" else guidance_file(step, part), what))
+        if part not in tiles:
+            raise ExplorerError(f"{self.folder} has no {what}: this run recorded {', '.join(tiles)}.")
+        try:
+            return upscaled(cut_tiles(self._image(preview_file(step), what), tiles)[part])
+        except ValueError as exc:
+            raise ExplorerError(f"{self.folder / preview_file(step)} is damaged ({exc}).") from None
 
     def _step(self, step: int) -> int:
         if not self.steps:
@@ -140,17 +172,17 @@ class Run:
 
     def latent(self, step: int):
         """The latent after `step`, mapped to RGB."""
-        return self._preview(preview_file(self._step(step)), f"preview of step {step}")
+        return self._preview(self._step(step), "latent", f"preview of step {step}")
 
     def x0(self, step: int):
         """The clean image the model predicts at `step` (latent mapped to RGB)."""
-        return self._preview(guidance_file(self._step(step), "x0"), f"x0 preview of step {step}")
+        return self._preview(self._step(step), "x0", f"x0 preview of step {step}")
 
     def noise(self, part: str, step: int):
         """The noise prediction at `step`: "uncond", "cond" or "guided"."""
         if part not in GUIDANCE_PARTS[:3]:
             raise OptionError("part", f"must be one of uncond, cond, guided, got {part!r}.")
-        return self._preview(guidance_file(self._step(step), part), f"{part} preview of step {step}")
+        return self._preview(self._step(step), part, f"{part} preview of step {step}")
 
     def decoded(self, step: int):
         """x0 decoded by the VAE (runs made with --decode-every)."""

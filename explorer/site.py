@@ -24,7 +24,7 @@ PIPELINE_TARGETS = {"clip": "clip", "unet": "unet", "decode": "vae"}  # pipeline
 
 
 def read_run(folder: Path) -> dict:
-    """The generation record of an `explore generate` output folder, checked (generation@1 and @2)."""
+    """The generation record of an `explore generate` output folder, checked (generation@1, @2 and @3)."""
     from explorer.runs import read_record
 
     try:
@@ -126,18 +126,24 @@ MAP_SIDE = 32  # maps larger than this are averaged down for the page (its data 
 
 
 def _copy_run(run: dict, run_folder: Path, target: Path) -> dict:
-    """The run's record for the page, and its images copied beside it. File names are made from
-    step positions here, never taken from the record."""
-    from explorer.runs import GUIDANCE_PARTS, guidance_file, preview_file
+    """The run's record for the page, and its images copied beside it (a generation@3 step's
+    previews cut apart, one file each, as earlier runs kept them). File names are made from step
+    positions here, never taken from the record."""
+    from explorer.runs import GUIDANCE_PARTS, guidance_file, preview_file, preview_tiles
 
     target.mkdir()
     steps = [s for s in run.get("steps", []) if isinstance(s, dict)]
+    tiles = preview_tiles(run)
     previews, guidance = {}, {}
     for k in range(len(steps)):
-        if _copy(run_folder, preview_file(k), target):
-            previews[k] = f"run/{preview_file(k)}"
-        parts = {p: f"run/{guidance_file(k, p)}" for p in GUIDANCE_PARTS if _copy(run_folder, guidance_file(k, p), target)}
-        if parts:
+        names = {"latent": preview_file(k), **{p: guidance_file(k, p) for p in GUIDANCE_PARTS}}  # on the page
+        if tiles is None:
+            copied = [part for part, relative in names.items() if _copy(run_folder, relative, target)]
+        else:
+            copied = _cut(run_folder, preview_file(k), tiles, {p: target / names[p] for p in names if p in tiles})
+        if "latent" in copied:
+            previews[k] = f"run/{names['latent']}"
+        if parts := {p: f"run/{names[p]}" for p in GUIDANCE_PARTS if p in copied}:
             guidance[k] = parts
     return {
         "image": "run/image.png" if _copy(run_folder, "image.png", target) else None,
@@ -153,15 +159,45 @@ def _copy_run(run: dict, run_folder: Path, target: Path) -> dict:
     }
 
 
-def _copy(run_folder: Path, relative: str, target: Path) -> bool:
-    """Copy one of the run's files; a link, or anything that is not a file inside the run folder,
-    is left out (a run folder from elsewhere must not make the page carry other files)."""
+def _inside(run_folder: Path, relative: str) -> Path | None:
+    """One of the run's files; None for a link, or anything that is not a file inside the run folder
+    (a run folder from elsewhere must not make the page carry other files)."""
     source = run_folder / relative
     if source.is_symlink() or not source.is_file() or not source.resolve().is_relative_to(run_folder.resolve()):
+        return None
+    return source
+
+
+def _copy(run_folder: Path, relative: str, target: Path) -> bool:
+    """Copy one of the run's files (`_inside`) to the same place under `target`."""
+    source = _inside(run_folder, relative)
+    if source is None:
         return False
     (target / relative).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(source, target / relative)
     return True
+
+
+def _cut(run_folder: Path, relative: str, tiles: list[str], paths: dict[str, Path]) -> list[str]:
+    """A step's previews, side by side in one of the run's files (`_inside`), cut apart and saved
+    at `paths` (tile name -> file); returns the names saved (none when the file is missing or not
+    an image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from explorer.runs import cut_tiles
+
+    source = _inside(run_folder, relative)
+    if source is None:
+        return []
+    try:
+        with Image.open(source) as strip:
+            cut = cut_tiles(strip.convert("RGB"), tiles)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return []
+    for name, path in paths.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cut[name].save(path)
+    return list(paths)
 
 
 def _blocks_by_path(steps: list[dict]) -> dict[str, dict[str, list]]:

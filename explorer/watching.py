@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 from explorer.errors import ExplorerError, OptionError
 from explorer.files import check_writable, make_folder, read_json_object, write_atomic
-from explorer.runs import RECORD, SCHEMA, Run, decoded_file, guidance_file, maps_file, preview_file
+from explorer.runs import RECORD, SCHEMA, TILES, Run, decoded_file, maps_file, preview_file
 from explorer.views.format import plural
 
 SCHEDULERS = {
@@ -267,7 +267,7 @@ class Step:
 
 @dataclass
 class Recording:
-    """The generation record (schema generation@2) as it grows: plain data, written as trace.json
+    """The generation record (schema generation@3) as it grows: plain data, written as trace.json
     after every step. The static traces are serialized once (`components_json`)."""
 
     out: Path
@@ -280,6 +280,7 @@ class Recording:
     status: str = "running"  # running, done, interrupted, failed
     error: str = ""
     blocks: list[str] = field(default_factory=list)  # the watched modules
+    tiles: list[str] = field(default_factory=list)  # the previews in each step's file, left to right
     attention: dict | None = None  # the maps' layers and token rows, with --attention-maps
     warnings: list[str] = field(default_factory=list)
     compare: dict | None = None
@@ -310,7 +311,8 @@ class Recording:
                 "image": "image.png",
                 "latents": "latents.png",
                 "previews": preview_file(0).replace("000", "NNN"),
-                "guidance": guidance_file(0, "PART").replace("000", "NNN"),
+                "tiles": self.tiles,
+                "guidance": None,  # generation@1 and @2 kept each preview in its own file
                 "maps": maps_file(0).replace("000", "NNN") if self.attention else None,
                 "decoded": decoded_file(0).replace("000", "NNN") if self.settings.get("decode_every") else None,
             },
@@ -525,30 +527,35 @@ class Watcher:
         rec.settings.setdefault("steps", asked)
         rec.settings.setdefault("guidance", float(getattr(self.pipe, "guidance_scale", 1.0)))
         rec.settings.setdefault("scheduler", type(scheduler).__name__)
-        folders = ["previews", "guidance"] + ["decoded"] * bool(self.decode_every) + ["maps"] * (self.maps is not None)
+        folders = ["previews"] + ["decoded"] * bool(self.decode_every) + ["maps"] * (self.maps is not None)
         for folder in folders:  # once, not per file
             (self.out / folder).mkdir(exist_ok=True)
 
     def _previews(self, index: int, prediction, guided, x0, latent_out) -> None:
-        """The latent after the step; the noise predictions (unconditional, conditional and guided)
-        and x0 through the same latent -> RGB map, at the latent's size; every `decode_every` steps
-        x0 through the real VAE."""
+        """The step's previews side by side in one file (`TILES`: the latent after the step, the
+        unconditional, conditional and guided noise predictions, x0), each through the same
+        latent -> RGB map at the latent's size; every `decode_every` steps x0 through the real VAE.
+        One file a step, not five: creating a file costs more than mapping all five.
+
+        Written as they are, not atomically: each is written once, before the record names its step."""
+        import numpy as np
+
         from explorer.previews import latent_pixels, png, rgb_png
 
-        latents = {preview_file(index): latent_out, guidance_file(index, "guided"): guided,
-                   guidance_file(index, "x0"): x0}
+        latents = {"latent": latent_out, "guided": guided, "x0": x0}
         if prediction is not None:
             halves = prediction.chunk(2) if self.current.get("unet_input", [0])[0] != _shape(guided)[0] else (None, prediction)
-            for part, half in zip(("uncond", "cond"), halves):
-                if half is not None:
-                    latents[guidance_file(index, part)] = half
-        pixels = dict(zip(latents, latent_pixels(list(latents.values()), self.latent_rgb)))  # name -> (h, w, 3)
-        self.previews.append(pixels[preview_file(index)])
-        files = {name: rgb_png(p) for name, p in pixels.items()}
+            latents.update((part, half) for part, half in zip(("uncond", "cond"), halves) if half is not None)
+        if not self.recording.tiles:  # the first step's: one pipeline call guides every step alike
+            self.recording.tiles = [name for name in TILES if name in latents]
+        names = [name for name in self.recording.tiles if name in latents]
+        pixels = dict(zip(names, latent_pixels([latents[name] for name in names], self.latent_rgb)))  # (h, w, 3) each
+        self.previews.append(pixels["latent"])
+        blank = np.zeros_like(pixels["latent"])  # a part this step lacks (a later call without guidance)
+        strip = np.concatenate([pixels.get(name, blank) for name in self.recording.tiles], axis=1)  # (h, tiles·w, 3)
+        (self.out / preview_file(index)).write_bytes(rgb_png(strip))
         if self.decode_every and index % self.decode_every == 0:
-            files[decoded_file(index)] = png(self._decoded(x0), compress_level=1)
-        for relative, data in files.items():
-            write_atomic(self.out / relative, data)
+            (self.out / decoded_file(index)).write_bytes(png(self._decoded(x0), compress_level=1))
 
     def _decoded(self, x0):
         """x0 decoded by the VAE, as the pipeline decodes its final latent."""
@@ -567,7 +574,7 @@ class Watcher:
                 {"path": path, "height": int(m.shape[1]), "width": int(m.shape[2])} for path, m in taken
             ]
         self.last_maps = [m for _, m in taken]
-        write_atomic(self.out / maps_file(index), maps_npz(self.last_maps))
+        (self.out / maps_file(index)).write_bytes(maps_npz(self.last_maps))  # once, before the record names the step
 
     def finish(self, status: str, error: str = "") -> None:
         """The last write: the status, the contact sheet of every step's latent, the wall time."""

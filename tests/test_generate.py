@@ -35,7 +35,7 @@ def test_the_three_files(tiny_run):
     assert Image.open(out / "image.png").size == (64, 64)
     assert Image.open(out / "latents.png").size[0] > 64
     record = json.loads((out / "trace.json").read_text())
-    assert record["schema"] == SCHEMA == "sd-explorer/generation@2"
+    assert record["schema"] == SCHEMA == "sd-explorer/generation@3"
     assert record["status"] == "done"
     assert record["settings"]["weights"] == "random" and "noise" in record["settings"]["warning"]
     assert record["settings"]["scheduler"] == "pndm" and record["settings"]["seed"] == 42

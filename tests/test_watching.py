@@ -326,6 +326,74 @@ def test_maps_files_of_earlier_runs_read_the_same(mapped, tmp_path):
         assert x.shape == y.shape and np.allclose(x, y, atol=1e-6)
 
 
+def test_each_steps_previews_are_cut_from_one_file_in_their_places(tmp_path):
+    """Without guidance the pipeline's prediction is the guided one: its tiles must be equal, the
+    unconditional one absent, and the latent tile the latent after the step, mapped exactly."""
+    import torch
+    from PIL import Image
+
+    from explorer.previews import latent_pixels
+    from explorer.watching import build_pipeline, watch
+
+    pipe = build_pipeline(tiny()).pipe
+    latents = []
+
+    def keep(pipe_, i, t, kwargs):
+        latents.append(kwargs["latents"].clone())
+        return {}
+
+    with watch(pipe, tmp_path / "g1") as run:
+        pipe(PROMPT, num_inference_steps=3, guidance_scale=1.0, callback_on_step_end=keep,
+             generator=torch.Generator().manual_seed(1))
+    assert run.record["files"]["tiles"] == ["latent", "cond", "guided", "x0"]
+    assert sorted(p.name for p in (tmp_path / "g1").iterdir()) == ["latents.png", "previews", "trace.json"]
+    for k, latent in enumerate(latents):
+        assert np.array_equal(np.asarray(run.noise("cond", k)), np.asarray(run.noise("guided", k)))
+        assert not np.array_equal(np.asarray(run.noise("cond", k)), np.asarray(run.x0(k)))
+        with Image.open(tmp_path / "g1" / "previews" / f"{k:03d}.png") as strip:
+            assert np.array_equal(np.asarray(strip)[:, :8], latent_pixels([latent])[0])  # 8: the tiny latent's side
+    with pytest.raises(Exception, match="recorded latent, cond, guided, x0"):
+        run.noise("uncond", 0)
+
+
+def test_previews_of_earlier_runs_one_file_each_read_the_same(mapped, tmp_path):
+    """generation@1 and @2 runs kept each preview in its own file: previews/NNN.png the latent,
+    guidance/NNN-PART.png the others. Read back, and on the page, they are the same images."""
+    import shutil
+
+    from PIL import Image
+
+    from explorer.runs import cut_tiles, guidance_file, preview_file
+    from explorer.site import _copy_run
+
+    earlier = tmp_path / "earlier"
+    shutil.copytree(mapped.folder, earlier)
+    (earlier / "guidance").mkdir()
+    tiles = mapped.record["files"]["tiles"]
+    assert tiles == ["latent", "uncond", "cond", "guided", "x0"]
+    for k in range(len(mapped.steps)):
+        with Image.open(earlier / preview_file(k)) as strip:
+            cut = cut_tiles(strip.convert("RGB"), tiles)
+        for part, image in cut.items():
+            image.save(earlier / (preview_file(k) if part == "latent" else guidance_file(k, part)))
+    record = {**mapped.record, "schema": "sd-explorer/generation@2"}
+    record["files"] = {**record["files"], "guidance": "guidance/NNN-PART.png"}
+    del record["files"]["tiles"]
+    (earlier / "trace.json").write_text(json.dumps(record))
+    before = load_run(earlier)
+    for k in range(len(mapped.steps)):
+        pairs = [(before.latent(k), mapped.latent(k)), (before.x0(k), mapped.x0(k))]
+        pairs += [(before.noise(p, k), mapped.noise(p, k)) for p in ("uncond", "cond", "guided")]
+        for a, b in pairs:
+            assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+    pages = [_copy_run(json.loads((f / "trace.json").read_text()), f, tmp_path / name)
+             for f, name in ((earlier, "a"), (mapped.folder, "b"))]
+    assert pages[0]["previews"] == pages[1]["previews"] and pages[0]["guidance"] == pages[1]["guidance"]
+    for relative in [*pages[0]["previews"].values(), *pages[0]["guidance"][1].values()]:
+        a, b = (np.asarray(Image.open(tmp_path / side / relative.removeprefix("run/"))) for side in "ab")
+        assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("size", [(1, 1), (16, 16), (7, 13), (128, 96)])
 def test_previews_are_pngs_any_reader_reads_back_exactly(size):
     from io import BytesIO

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,38 +52,40 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return getattr(output, "sample", None)
 
 
+def _together(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Tensors one after the other along their first dimension (one alone as it is)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
 class Moments:
     """n, mean, Σ(x − mean)² and Σ|x| of the conditional half of many tensors, in a dozen tensor
     operations whatever their number: at micro's sizes an operation costs more than its arithmetic,
     and three per tensor for 38 tensors took three times as long.
 
-    Each tensor is seen as (2, n), its two halves, and all are laid side by side: row 1 is then
-    every conditional half end to end. That is cut into rows of g elements (g divides every half),
-    each row is summed in float32 (x, x², |x|), and the rows' sums are added up per tensor in
-    float64. Where the mean dominates the spread (mean² over 100 times the variance, which the
-    subtraction Σx² − n·mean² would blur), that tensor is measured again the exact way, centred."""
+    Each tensor's prompt half is laid end to end with the others' and cut into rows of g elements
+    (g divides every half); x, |x| and x² are summed per row in float32, and the rows' sums added
+    up per tensor in float64. Where the mean dominates the spread (mean²
+    over 100 times the variance, which the subtraction Σx² − n·mean² would blur), that tensor is
+    measured again the exact way, centred."""
 
     def __init__(self):
-        # the tensors' shapes -> g, each tensor's size, each tensor's last row
-        self.layouts: dict[tuple, tuple[int, list[int], torch.Tensor]] = {}
+        # (halves, the tensors' shapes) -> parts, g, each tensor's half size, the row each half starts on
+        self.layouts: dict[tuple, tuple[int, int, list[int], Any] | None] = {}
 
     def __call__(self, tensors: list[torch.Tensor], halves: int) -> list[tuple[int, float, float, float]]:
         """(n, mean, Σ(x − mean)², Σ|x|) of each tensor's prompt half (`prompt_start`)."""
-        split = [prompt_start(t, halves) > 0 for t in tensors]
-        if any(split) and not all(split):  # some batches split in two, some not: each its own way
+        key = (halves, *(t.shape for t in tensors))
+        layout = self.layouts[key] if key in self.layouts else self._layout(key, tensors, halves)
+        if layout is None:  # some batches split in two, some not: each its own way
             return [self([t], halves)[0] for t in tensors]
-        parts = 2 if all(split) else 1
-        g, sizes, last_rows = self._layout(tensors, parts)
-        halves_of = [t.detach().reshape(parts, -1) for t in tensors]
-        side_by_side = torch.cat(halves_of, dim=1) if len(tensors) > 1 else halves_of[0]  # (parts, Σn)
-        rows = side_by_side[parts - 1].view(-1, g)  # (R, g): the conditional halves; no row spans two
-        per_row = torch.stack((rows.sum(1), torch.linalg.vector_norm(rows, dim=1), rows.abs().sum(1)), 1)  # (R, 3)
-        per_row = per_row.double()
-        per_row[:, 1].square_()  # ‖row‖ -> Σx²
-        ends = [(0.0, 0.0, 0.0), *per_row.cumsum(0)[last_rows].tolist()]  # running sums at each tensor's last row
+        parts, g, sizes, first_rows = layout
+        with torch.no_grad():
+            prompt_halves = [t.reshape(parts, -1)[parts - 1] for t in tensors]  # flat views
+            rows = _together(prompt_halves).float().view(-1, g)  # (R, g): no row spans two tensors
+            per_row = torch.stack((rows.sum(1), rows.abs().sum(1), (rows * rows).sum(1))).cpu().numpy()  # (3, R)
+        sums = np.add.reduceat(per_row, first_rows, axis=1, dtype=np.float64).T.tolist()  # per tensor: Σx, Σ|x|, Σx²
         found = []
-        for t, n, before, after in zip(tensors, sizes, ends, ends[1:]):
-            s, q, a = (y - x for x, y in zip(before, after))  # Σx, Σx², Σ|x| of this tensor
+        for t, n, (s, a, q) in zip(tensors, sizes, sums):
             mean, square_sum = s / n, max(q - s * s / n, 0.0)
             if 100 * square_sum < n * mean * mean:  # ill-conditioned: centre first, in float64
                 x = t.detach()[prompt_start(t, halves) :].double()
@@ -90,14 +93,17 @@ class Moments:
             found.append((n, mean, square_sum, a))
         return found
 
-    def _layout(self, tensors: list[torch.Tensor], parts: int) -> tuple[int, list[int], torch.Tensor]:
-        key = (parts, *(t.shape for t in tensors))
-        if key not in self.layouts:
-            sizes = [t.numel() // parts for t in tensors]
-            g = 64
-            for n in sizes:
-                g = math.gcd(g, n)
-            self.layouts[key] = (g, sizes, torch.tensor(sizes).cumsum(0) // g - 1)
+    def _layout(self, key: tuple, tensors: list[torch.Tensor], halves: int):
+        split = [prompt_start(t, halves) > 0 for t in tensors]
+        if any(split) and not all(split):
+            self.layouts[key] = None
+            return None
+        parts = 2 if all(split) else 1
+        sizes = [t.numel() // parts for t in tensors]
+        g = 64
+        for n in sizes:
+            g = math.gcd(g, n)
+        self.layouts[key] = (parts, g, sizes, np.cumsum([0, *sizes[:-1]]) // g)
         return self.layouts[key]
 
 
@@ -230,8 +236,8 @@ class AttentionMaps:
                 groups.setdefault((q.shape, k.shape, scale), []).append(i)
         found = list(kept)
         for members in groups.values():
-            queries = torch.cat([kept[i][1][0] for i in members])  # (g, heads, N, d)
-            keys = torch.cat([kept[i][1][1] for i in members])  # (g, heads, 77, d)
+            queries = _together([kept[i][1][0] for i in members])  # (g, heads, N, d)
+            keys = _together([kept[i][1][1] for i in members])  # (g, heads, 77, d)
             for i, maps in zip(members, self._maps(queries, keys, kept[members[0]][1][2])):
                 found[i] = (kept[i][0], maps)
         return found
@@ -245,14 +251,16 @@ class AttentionMaps:
         return take
 
     def _maps(self, q: torch.Tensor, k: torch.Tensor, scale: float):
-        """(g, heads, N, d) queries and (g, heads, 77, d) keys -> g arrays (tokens + 1, h, w)."""
-        from explorer.capture.attention import attention_weights
+        """(g, heads, N, d) queries and (g, heads, 77, d) keys -> g arrays (tokens + 1, h, w). After
+        the softmax, numpy: at these sizes its operations take half the time of torch's."""
+        from explorer.capture.attention import attention_probabilities
 
-        probs = attention_weights(q.float(), k.float(), scale, keep=self.tokens)  # (g, N, tokens)
-        padding = 1 - probs.sum(dim=-1, keepdim=True)  # (g, N, 1): every weight row sums to 1
-        maps = torch.cat([probs, padding], dim=-1).transpose(1, 2)  # (g, tokens + 1, N)
-        h, w = self.feature_size(probs.shape[1])
-        return maps.reshape(len(maps), -1, h, w).cpu().numpy()  # (g, tokens + 1, h, w)
+        probs = attention_probabilities(q.float(), k.float(), scale)[..., : self.tokens].cpu().numpy()  # (g, heads, N, tokens)
+        kept = probs.sum(axis=1) / probs.shape[1]  # (g, N, tokens): averaged over heads
+        padding = 1 - kept.sum(axis=2, keepdims=True)  # (g, N, 1): every weight row sums to 1
+        h, w = self.feature_size(probs.shape[2])
+        maps = np.concatenate([kept, padding], axis=2).transpose(0, 2, 1)  # (g, tokens + 1, N)
+        return maps.reshape(len(maps), -1, h, w)  # (g, tokens + 1, h, w)
 
     def feature_size(self, tokens: int) -> tuple[int, int]:
         """A layer's feature map (h, w) from its number of query tokens and the latent's size."""

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explorer.capture.recorder import Virtual, record_step
+from explorer.capture.recorder import Virtual, record_step, tracing
 
 
 def _s(n: int) -> str:
@@ -87,11 +87,16 @@ def attention_steps(
     )
 
 
+def attention_probabilities(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(QKᵀ · scale): (B, heads, N_q, N_k) from query (B, heads, N_q, d) and key (B, heads,
+    N_k, d). Materialized on purpose: only for cross-attention, whose N_k is 77."""
+    return torch.softmax(query @ key.transpose(-1, -2) * scale, dim=-1)
+
+
 def attention_weights(query: torch.Tensor, key: torch.Tensor, scale: float, keep: int | None = None) -> torch.Tensor:
-    """softmax(QKᵀ · scale), averaged over the heads: (B, N_q, N_k) from query (B, heads, N_q, d) and
-    key (B, heads, N_k, d); with `keep`, only the first `keep` keys' weights, (B, N_q, keep), still
-    normalized over all keys. Materialized on purpose: only for cross-attention, whose N_k is 77."""
-    weights = torch.softmax(query @ key.transpose(-1, -2) * scale, dim=-1)  # (B, heads, N_q, N_k)
+    """`attention_probabilities` averaged over the heads: (B, N_q, N_k); with `keep`, only the first
+    `keep` keys' weights, (B, N_q, keep), still normalized over all keys."""
+    weights = attention_probabilities(query, key, scale)  # (B, heads, N_q, N_k)
     return (weights if keep is None else weights[..., :keep]).mean(dim=1)
 
 
@@ -181,9 +186,8 @@ class RecordingAttnProcessor:
         )  # (B, heads, N_q, d)
         hidden_states = attended.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)  # (B, N_q, inner)
         hidden_states = hidden_states.to(query.dtype)
-        attention_steps(
-            q_tokens, k_tokens, v_tokens, query, key, value, attended, hidden_states, self_attention
-        )
+        if tracing():  # a watched generation runs this at every step: nothing to prepare then
+            attention_steps(q_tokens, k_tokens, v_tokens, query, key, value, attended, hidden_states, self_attention)
 
         hidden_states = attn.to_out[0](hidden_states)  # linear projection
         hidden_states = attn.to_out[1](hidden_states)  # dropout

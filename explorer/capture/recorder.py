@@ -435,6 +435,12 @@ class DataflowMode(TorchFunctionMode):
 # -- what code performing a step calls ------------------------------------------------------------------
 
 
+def tracing() -> bool:
+    """Whether a trace is being recorded now (code that records its own steps can skip preparing
+    them otherwise: a watched generation calls the recording processor at every step)."""
+    return _ACTIVE.get() is not None
+
+
 def record_step(
     name: str,
     type_: str,

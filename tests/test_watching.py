@@ -115,6 +115,34 @@ def test_watching_changes_nothing_bit_for_bit(tmp_path):
     assert np.array_equal(plain, watched)
     assert len(run.steps) == 4 and run.has_maps
     assert not built.pipe.unet._forward_hooks and "step" not in vars(built.pipe.scheduler)
+    assert not any("forward" in vars(m) for m in built.pipe.unet.modules())  # every wrapper removed
+
+
+def test_a_forward_already_wrapped_is_seen_and_put_back():
+    """accelerate (offloading, device maps) wraps a module's forward on the instance: the watcher
+    wraps that in turn, sees every output, and puts it back."""
+    import inspect
+
+    import torch
+
+    from explorer.capture.activity import after_forward
+
+    layer = torch.nn.Linear(3, 2)
+    calls, seen = [], []
+
+    def offloaded(x):
+        calls.append(x)
+        return torch.nn.Linear.forward(layer, x)
+
+    layer.forward = offloaded
+    undo = after_forward(layer, lambda module, args, output: seen.append((module, output)))
+    out = layer(torch.ones(1, 3))
+    assert len(calls) == 1 and seen[0][0] is layer and seen[0][1] is out
+    assert list(inspect.signature(layer.forward).parameters) == ["x"]
+    undo()
+    assert layer.forward is offloaded
+    layer(torch.ones(1, 3))
+    assert len(seen) == 1 and len(calls) == 2
 
 
 def test_a_users_own_pipeline(tmp_path, tiny_folder):

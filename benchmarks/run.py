@@ -110,7 +110,7 @@ settings = Settings(prompt="a red circle on the left", model=model, steps=steps,
 pipe = build_pipeline(settings).pipe
 
 def activity():
-    # Block activity alone: the watcher's statistics hooks on the same modules, their numbers taken
+    # Block activity alone: the watcher's statistics on the same modules, their numbers taken
     # at every step, nothing written.
     from explorer.capture.activity import BlockActivity
     watcher = BlockActivity(pipe.unet, 2)
@@ -437,22 +437,23 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  cache and imports no torch at all.",
         "- Peak memory: sd-explorer never allocates the weights (the meta device); torchinfo on the CPU",
         "  holds the whole float32 UNet and its activations.",
-        "- Watching a generation costs forward hooks on the UNet's blocks, whose outputs are measured",
-        "  together when each UNet call ends (Σx, Σx² and Σ|x| of every prompt half in a dozen tensor",
-        "  operations), a wrapper around `scheduler.step`, five small PNG files per step (the latent and",
-        "  the four guidance previews, at the latent's own size) and, with maps, the cross-attention",
-        "  weights of the prompt's first image, computed together for the layers of one size, and one",
-        "  `.npz` per step: a few per cent of an SD1.5 step, within the targets. A micro step takes about",
-        "  19 ms, and the same work is a large share of it; micro misses the targets. Timed inside the",
-        "  watchers on micro, per step: block activity 0.7 to 0.9 ms (keeping the outputs 0.15,",
-        "  measuring them 0.5 to 0.6, the numbers 0.1) plus about 0.35 ms that the 48 hooks and the",
-        "  outputs they keep cost the UNet itself (measured on the UNet alone: hooks that keep the",
-        "  outputs and do nothing else, 1.02×); the previews 0.9 to 1.2 ms (mapping 0.2, PNG encoding",
-        "  0.25, creating five files 0.3 to 1: this disk takes 55 to 650 µs to create a file, depending",
-        "  on the moment); the maps 1.5 to 1.8 ms (computing them 0.7 to 1.0, packing them in 8 bits",
-        "  0.4, the file). What is left is the number of operations, hooks and files, not their",
-        "  arithmetic: a micro tensor is a few kB. This machine's speed drifts by a third within minutes",
-        "  (micro's plain step: 19 to 34 ms in one run), hence the round-by-round ratios in the notes.",
+        "- Watching a generation costs a wrapper around the forward of each of the UNet's watched",
+        "  modules, whose outputs are measured together when each UNet call ends (Σx, Σ|x| and Σx² of",
+        "  every prompt half in a few tensor operations, added up per tensor by numpy), a wrapper around",
+        "  `scheduler.step`, one small PNG per step (the latent and the four guidance previews side by",
+        "  side, at the latent's own size) and, with maps, the cross-attention weights of the prompt's",
+        "  first image, computed together for the layers of one size, and one `.npz` per step: a few per",
+        "  cent of an SD1.5 step, within the targets. A micro step takes about 19 ms, and the same work",
+        "  is a large share of it; micro misses the targets. Timed inside the watchers on micro, per",
+        "  step: block activity about 0.8 ms (keeping the outputs 0.15, measuring them 0.55, the numbers",
+        "  0.1; forward hooks instead of the wrappers cost another 2 % of the step, which is why they",
+        "  went); the previews 0.6 to 0.7 ms (mapping 0.15, PNG encoding 0.12, creating the file 0.3:",
+        "  this disk takes 55 to 650 µs to create a file, depending on the moment, which is why the five",
+        "  previews share one); the maps about 1.2 ms (computing them 0.55, gathering the layers 0.15,",
+        "  packing them in 8 bits 0.3, the file 0.2). What is left is the number of operations and",
+        "  files, not their arithmetic: a micro tensor is a few kB, and each operation costs 3 to 20 µs",
+        "  whatever its size. This machine's speed drifts by a third within minutes (micro's plain step:",
+        "  19 to 34 ms in one run), hence the round-by-round ratios in the notes.",
         "- Random weights: PyTorch's default initialisation draws a fresh random number for every one of",
         "  the 1.07 billion parameters; sd-explorer draws 2^24 and copies slices of them, so building",
         "  costs little more than touching the memory once.",
@@ -473,7 +474,7 @@ def main() -> None:
     rows += bench_explore(repeats)
     print("watching overhead …", flush=True)
     rows += bench_watch("sd15", 128 if args.quick else 256, 2 if args.quick else 4, 3 if args.quick else 6)
-    rows += bench_watch("micro", 64, 20, 3 if args.quick else 21)  # 0.5 s a run: more runs against the noise
+    rows += bench_watch("micro", 64, 20, 3 if args.quick else 31)  # 0.5 s a run: more runs against the noise
     print("the maps' size on disk …", flush=True)
     rows += bench_maps_size(1 if args.quick else 2)
     print("a whole random-weights generation …", flush=True)

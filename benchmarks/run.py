@@ -171,6 +171,7 @@ def bench_watch(model: str, size: int, steps: int, repeats: int) -> list[dict]:
             "peer": "the same diffusers pipeline, unwatched",
             "ours": statistics.median(r[side]) / n,
             "theirs": plain / n,
+            "ratio": statistics.median(a / b for a, b in zip(r[side], r["plain"])),
             "note": f"median of {repeats} runs of {n} UNet calls each; {paired(r[side], r['plain'])}",
             "target": target,
         })
@@ -186,11 +187,12 @@ def shown(value: float, unit: str) -> str:
 
 def paired(ours: list[float], theirs: list[float]) -> str:
     """The ratio of each round's two runs (run back to back, so a slower minute of the machine slows
-    both): its median and middle half, which say how far one run's ratio can be trusted."""
+    both; the row's ratio is their median): their middle half, which says how far one ratio can be
+    trusted, and the ratio of the two sides' medians, which the machine's drift moves more."""
     ratios = sorted(a / b for a, b in zip(ours, theirs))
     quarter = len(ratios) // 4
-    return (f"round by round {statistics.median(ratios):.2f}×, middle half "
-            f"{ratios[quarter]:.2f}–{ratios[len(ratios) - 1 - quarter]:.2f}×")
+    return (f"rounds' ratios: middle half {ratios[quarter]:.2f}–{ratios[len(ratios) - 1 - quarter]:.2f}×; "
+            f"ratio of the medians {statistics.median(ours) / statistics.median(theirs):.2f}×")
 
 
 def bench_maps_size(steps: int) -> list[dict]:
@@ -400,7 +402,8 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         + f" on {date.today():%Y-%m-%d}: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}, torch {torch.__version__}. "
         f"The whole run took {seconds:.0f} s. Each comparison alternates the two sides in the same run and "
-        "reports medians; ratio = ours / theirs (lower is better).",
+        "reports medians; ratio = ours / theirs (lower is better). Watching's ratio is the median of the",
+        "rounds' ratios (each round runs every side back to back, so a slow minute slows them all).",
         "",
         "| what | compared with | ours | theirs | ratio | target | notes |",
         "|---|---|---|---|---|---|---|",
@@ -408,7 +411,7 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
     for row in rows:
         unit = row.get("unit", "s")
         theirs = shown(row["theirs"], unit) if row["theirs"] else "—"
-        ratio = f"{row['ours'] / row['theirs']:.2f}×" if row["theirs"] else "—"
+        ratio = f"{row.get('ratio') or row['ours'] / row['theirs']:.2f}×" if row["theirs"] else "—"
         lines.append(
             f"| {row['what']} | {row['peer'] or '—'} | {shown(row['ours'], unit)} | {theirs} | {ratio} | "
             f"{row['target']} | {row['note']} |"
@@ -453,7 +456,7 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  packing them in 8 bits 0.3, the file 0.2). What is left is the number of operations and",
         "  files, not their arithmetic: a micro tensor is a few kB, and each operation costs 3 to 20 µs",
         "  whatever its size. This machine's speed drifts by a third within minutes (micro's plain step:",
-        "  19 to 34 ms in one run), hence the round-by-round ratios in the notes.",
+        "  19 to 34 ms in one run), hence the rounds' ratios.",
         "- Random weights: PyTorch's default initialisation draws a fresh random number for every one of",
         "  the 1.07 billion parameters; sd-explorer draws 2^24 and copies slices of them, so building",
         "  costs little more than touching the memory once.",

@@ -146,24 +146,25 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_steps_done(tmp_path):
     out = tmp_path / "run"
     exe = Path(sys.executable).parent / "explore"
     process = subprocess.Popen(
-        [str(exe), "generate", "-p", "a slow run", "--model", "tiny", "--steps", "400", "--out", str(out)],
+        [str(exe), "generate", "-p", "a slow run", "--model", "tiny", "--steps", "999", "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     trace = out / "trace.json"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if trace.exists() and json.loads(trace.read_text())["steps"]:
+    started, deadline, seen = time.time(), time.time() + 120, 0
+    while time.time() < deadline and process.poll() is None:
+        if trace.exists() and (seen := len(json.loads(trace.read_text())["steps"])):
             break
         time.sleep(0.1)
+    waited = f"SIGINT after {time.time() - started:.1f} s, {seen} steps in trace.json, the run still going: {process.poll() is None}"
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, f"{waited}\n{stderr}"
     assert "Traceback" not in stderr + stdout
     record = json.loads(trace.read_text())
     assert record["status"] == "interrupted"
-    assert 1 <= len(record["steps"]) < 401
+    assert 1 <= len(record["steps"]) < 1000
     assert "Interrupted after" in stdout
     assert not (out / "image.png").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no half-written temporaries

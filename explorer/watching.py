@@ -12,10 +12,12 @@ latent's statistics, how active every block is (`explorer.capture.activity`), pr
 unconditional, conditional and guided noise predictions and of the predicted clean image x0, and,
 when asked, the cross-attention maps and the VAE's decode of x0.
 
-Watching reads, never changes: forward hooks, a wrapper around `scheduler.step`, `encode_prompt`
-and `vae.decode`, and the stock-equivalent recording attention processor; the image is the same,
-bit for bit, with or without. Everything is removed afterwards, also on Ctrl-C or an error, and
-`trace.json` is rewritten atomically after every step, so what was done is never lost.
+Watching reads, never changes: wrappers around the watched modules' `forward`, around
+`scheduler.step`, `encode_prompt` and `vae.decode`, two forward hooks on the UNet, and the
+stock-equivalent recording attention processor; the image is the same, bit for bit, with or
+without. Everything is removed afterwards, also on Ctrl-C or an error. Each step's files are written
+before `trace.json` names the step, and `trace.json` is rewritten atomically at most once a second
+and always when the run ends, however it ends.
 """
 
 from __future__ import annotations

@@ -166,13 +166,14 @@ def bench_watch(model: str, size: int, steps: int, repeats: int) -> list[dict]:
         ("watched", "block activity, guidance and latent previews (the default)", "—"),
         ("maps", "the same and the cross-attention maps", "≤ 1.15×"),
     ):
+        ratio, spread = paired(r[side], r["plain"])
         rows.append({
             "what": f"one denoising step watched: {what} ({model}, {size}x{size}, guidance 7.5)",
             "peer": "the same diffusers pipeline, unwatched",
             "ours": statistics.median(r[side]) / n,
             "theirs": plain / n,
-            "ratio": statistics.median(a / b for a, b in zip(r[side], r["plain"])),
-            "note": f"median of {repeats} runs of {n} UNet calls each; {paired(r[side], r['plain'])}",
+            "ratio": ratio,
+            "note": f"median of {repeats} runs of {n} UNet calls each; {spread}",
             "target": target,
         })
     return rows
@@ -185,14 +186,16 @@ def shown(value: float, unit: str) -> str:
     return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
 
 
-def paired(ours: list[float], theirs: list[float]) -> str:
+def paired(ours: list[float], theirs: list[float]) -> tuple[float, str]:
     """The ratio of each round's two runs (run back to back, so a slower minute of the machine slows
-    both; the row's ratio is their median): their middle half, which says how far one ratio can be
-    trusted, and the ratio of the two sides' medians, which the machine's drift moves more."""
+    both): their median, the row's ratio; and for its note their middle half, which says how far one
+    ratio can be trusted, and the ratio of the two sides' medians, which the machine's drift moves more."""
     ratios = sorted(a / b for a, b in zip(ours, theirs))
     quarter = len(ratios) // 4
-    return (f"rounds' ratios: middle half {ratios[quarter]:.2f}–{ratios[len(ratios) - 1 - quarter]:.2f}×; "
-            f"ratio of the medians {statistics.median(ours) / statistics.median(theirs):.2f}×")
+    return statistics.median(ratios), (
+        f"rounds' ratios: middle half {ratios[quarter]:.2f}–{ratios[len(ratios) - 1 - quarter]:.2f}×; "
+        f"ratio of the medians {statistics.median(ours) / statistics.median(theirs):.2f}×"
+    )
 
 
 def bench_maps_size(steps: int) -> list[dict]:

@@ -52,10 +52,17 @@ def guidance_file(step: int, part: str) -> str:
     return f"guidance/{step:03d}-{part}.png"
 
 
+def single_preview_file(step: int, part: str) -> str:
+    """Where generation@1 and @2 runs kept the preview `part` (a TILES name) of step `step`, each in
+    its own file: the latent in previews/, the others in guidance/."""
+    return preview_file(step) if part == "latent" else guidance_file(step, part)
+
+
 def preview_tiles(record: dict) -> list[str] | None:
     """The previews a generation@3 run laid side by side in each step's file, left to right (None
     for earlier runs, which kept each in its own file)."""
-    tiles = (record.get("files") or {}).get("tiles") if isinstance(record.get("files"), dict) else None
+    files = record.get("files")
+    tiles = files.get("tiles") if isinstance(files, dict) else None
     if not isinstance(tiles, list) or not tiles or not all(isinstance(t, str) for t in tiles):
         return None
     return tiles
@@ -152,7 +159,7 @@ class Run:
 
         tiles = preview_tiles(self.record)
         if tiles is None:  # generation@1 and @2: one file each
-            return upscaled(self._image(preview_file(step) if part == "latent" else guidance_file(step, part), what))
+            return upscaled(self._image(single_preview_file(step, part), what))
         if part not in tiles:
             raise ExplorerError(f"{self.folder} has no {what}: this run recorded {', '.join(tiles)}.")
         try:

@@ -129,14 +129,14 @@ def _copy_run(run: dict, run_folder: Path, target: Path) -> dict:
     """The run's record for the page, and its images copied beside it (a generation@3 step's
     previews cut apart, one file each, as earlier runs kept them). File names are made from step
     positions here, never taken from the record."""
-    from explorer.runs import GUIDANCE_PARTS, guidance_file, preview_file, preview_tiles
+    from explorer.runs import GUIDANCE_PARTS, TILES, preview_file, preview_tiles, single_preview_file
 
     target.mkdir()
     steps = [s for s in run.get("steps", []) if isinstance(s, dict)]
     tiles = preview_tiles(run)
     previews, guidance = {}, {}
     for k in range(len(steps)):
-        names = {"latent": preview_file(k), **{p: guidance_file(k, p) for p in GUIDANCE_PARTS}}  # on the page
+        names = {part: single_preview_file(k, part) for part in TILES}  # on the page: one file each
         if tiles is None:
             copied = [part for part, relative in names.items() if _copy(run_folder, relative, target)]
         else:

@@ -362,10 +362,10 @@ def _stats(t) -> dict[str, float]:
 
 
 def _wrap(obj: Any, name: str, wrapper_of: Callable[[Callable], Callable], undo: list) -> None:
-    """Replace obj.name by a wrapper of it, on this instance only; `undo` puts it back."""
-    original = getattr(obj, name)
-    setattr(obj, name, wrapper_of(original))
-    undo.append(lambda: delattr(obj, name) if name in vars(obj) else None)
+    """Replace obj.name by a wrapper of it, on this instance only; `undo` puts back what was there."""
+    from explorer.capture.activity import wrap_on_instance
+
+    undo.append(wrap_on_instance(obj, name, wrapper_of))
 
 
 class Watcher:
@@ -553,8 +553,9 @@ class Watcher:
         names = [name for name in self.recording.tiles if name in latents]
         pixels = dict(zip(names, latent_pixels([latents[name] for name in names], self.latent_rgb)))  # (h, w, 3) each
         self.previews.append(pixels["latent"])
-        blank = np.zeros_like(pixels["latent"])  # a part this step lacks (a later call without guidance)
-        strip = np.concatenate([pixels.get(name, blank) for name in self.recording.tiles], axis=1)  # (h, tiles·w, 3)
+        strip = np.concatenate(  # (h, tiles·w, 3); black for a part this step lacks (a later call without guidance)
+            [pixels[name] if name in pixels else np.zeros_like(pixels["latent"]) for name in self.recording.tiles], axis=1
+        )
         (self.out / preview_file(index)).write_bytes(rgb_png(strip))
         if self.decode_every and index % self.decode_every == 0:
             (self.out / decoded_file(index)).write_bytes(png(self._decoded(x0), compress_level=1))

@@ -45,29 +45,37 @@ def prompt_start(t: torch.Tensor, halves: int) -> int:
     return t.shape[0] // 2 if halves == 2 and t.ndim and t.shape[0] % 2 == 0 else 0
 
 
-def after_forward(module: nn.Module, seen: Callable[[nn.Module, tuple, Any], None]) -> Callable[[], None]:
-    """Call `seen(module, args, output)` after every forward of `module`, as a forward hook would,
-    from a wrapper of the module's own forward: a module with hooks is called the slow way, which
-    for micro's 48 watched modules cost 2 % of a step, a wrapper nothing measurable. Returns the undo,
-    which puts back what was there (another wrapper, accelerate's, say)."""
-    previous = vars(module).get("forward")
-    forward = module.forward
-
-    @functools.wraps(forward)  # inspect.signature still sees the module's own
-    def watched(*args, **kwargs):
-        output = forward(*args, **kwargs)
-        seen(module, args, output)
-        return output
-
-    module.forward = watched
+def wrap_on_instance(obj: Any, name: str, wrapper_of: Callable[[Callable], Callable]) -> Callable[[], None]:
+    """Replace `obj.name` by `wrapper_of(obj.name)` on this instance only. Returns the undo, which
+    puts back what the instance held before (another wrapper, accelerate's say), or nothing."""
+    previous = vars(obj).get(name)
+    setattr(obj, name, wrapper_of(getattr(obj, name)))
 
     def undo() -> None:
         if previous is None:
-            vars(module).pop("forward", None)
+            vars(obj).pop(name, None)
         else:
-            module.forward = previous
+            setattr(obj, name, previous)
 
     return undo
+
+
+def after_forward(module: nn.Module, seen: Callable[[nn.Module, tuple, Any], None]) -> Callable[[], None]:
+    """Call `seen(module, args, output)` after every forward of `module`, as a forward hook would,
+    from a wrapper of the module's own forward (`wrap_on_instance`): a module with hooks is called
+    the slow way, which for micro's 48 watched modules cost 2 % of a step, a wrapper nothing
+    measurable. Returns the undo."""
+
+    def wrapper_of(forward: Callable) -> Callable:
+        @functools.wraps(forward)  # inspect.signature still sees the module's own
+        def watched(*args, **kwargs):
+            output = forward(*args, **kwargs)
+            seen(module, args, output)
+            return output
+
+        return watched
+
+    return wrap_on_instance(module, "forward", wrapper_of)
 
 
 def _first_tensor(output: Any) -> torch.Tensor | None:
@@ -90,9 +98,9 @@ class Moments:
 
     Each tensor's prompt half is laid end to end with the others' and cut into rows of g elements
     (g divides every half); x, |x| and x² are summed per row in float32, and the rows' sums added
-    up per tensor in float64. Where the mean dominates the spread (mean²
-    over 100 times the variance, which the subtraction Σx² − n·mean² would blur), that tensor is
-    measured again the exact way, centred."""
+    up per tensor in float64. Where the mean dominates the spread (mean² over 100 times the
+    variance, which the subtraction Σx² − n·mean² would blur), that tensor is measured again the
+    exact way, centred."""
 
     def __init__(self):
         # (halves, the tensors' shapes) -> parts, g, each tensor's half size, the row each half starts on
@@ -138,11 +146,11 @@ class BlockActivity:
 
     The modules' outputs are kept as they return (`after_forward`) and measured together when the
     UNet call ends (`Moments`), a skip tensor that is also a watched module's output only once. An
-    output of 32,768 elements or more is measured at once instead: from that size on its arithmetic outweighs the operations'
-    cost (PyTorch splits such work across threads), and holding it would cost memory (SD1.5). The
-    first call copies what it keeps and notes the outputs that the rest of the call changes in place
-    (a T2I-adapter's residual added to a down block's output): those are copied in every call, so
-    every number describes the output as its module returned it.
+    output of 32,768 elements or more is measured at once instead: from that size on its arithmetic
+    outweighs the operations' cost (PyTorch splits such work across threads), and holding it would
+    cost memory (SD1.5). The first call copies what it keeps and notes the outputs that the rest of
+    the call changes in place (a T2I-adapter's residual added to a down block's output): those are
+    copied in every call, so every number describes the output as its module returned it.
     """
 
     AT_ONCE = 1 << 15  # elements: measured as the module returns, not kept until the call ends
@@ -202,8 +210,8 @@ class BlockActivity:
         self.calls += 1
 
     def _hook_of(self, path: str, stats: bool, skips: bool):
-        """One per module, called after its forward: its output's statistics, and the skip tensors it hands on (conv_in's
-        output, a down block's output[1])."""
+        """One per module, called after its forward: its output's statistics, and the skip tensors
+        it hands on (conv_in's output, a down block's output[1])."""
 
         def hook(module, args, output) -> None:
             if stats:

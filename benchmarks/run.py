@@ -151,8 +151,9 @@ from explorer.watching import Settings, generate
 out = Path(tempfile.mkdtemp())
 generate(Settings(prompt="a lighthouse on a cliff at dusk", steps={steps}, height=512, width=512, attention_maps=True,
                   watch_depth=0), out)
-sizes = [p.stat().st_size for p in sorted((out / "maps").glob("*.npz"))]
-print(json.dumps({{"bytes": sizes}}))
+steps = json.loads((out / "trace.json").read_text())["steps"]
+assert sum(s["maps"]["bytes"] for s in steps) == (out / "maps.bin").stat().st_size
+print(json.dumps({{"bytes": [s["maps"]["bytes"] for s in steps]}}))
 """
 
 

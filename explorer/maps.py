@@ -3,9 +3,12 @@
 While a watched generation runs, every cross-attention layer's softmax weights (the conditional
 half of the batch, averaged over heads) are kept for the prompt's real tokens, plus one row for all
 padding tokens together, reshaped to the layer's feature map: an array (tokens, h, w) per layer.
-A step's maps are one `.npz` file: every layer's maps side by side as 8-bit values scaled to each
-map's maximum, with the float32 maxima and the layers' shapes (a 50-step SD1.5 run at 512 px with
-a 10-token prompt: about 12 MB).
+A run keeps every step's maps in one file, `maps.bin`, each step's appended as it ends (one file a
+run, not a file a step: creating a file costs more than a micro step's maps): each token's maximum
+in each layer, then every layer's maps side by side as 8-bit values scaled to those maxima; deflated
+when a step's maps are large (a 50-step SD1.5 run at 512 px with a 10-token prompt: about 12 MB).
+The record says where each step's maps are. Runs recorded before (generation@1 to @3) hold one
+`.npz` a step; both are read the same.
 
 `aggregate` sums them the way DAAM (Tang et al., 2022) does: each layer's map upsampled to the
 latent's size, summed over layers and steps (heads were averaged when recorded), normalized to sum
@@ -47,28 +50,61 @@ def quantize_columns(maps, widths: Sequence[int]) -> tuple[Any, Any]:
 COMPRESS_FROM = 1 << 18  # bytes of 8-bit maps per step: smaller steps are stored as they are
 
 
-def maps_npz(layers: Sequence[Any]) -> bytes:
-    """One step's maps, one array (tokens, h, w) per layer, as the bytes of an `.npz`: `values`
-    (tokens, Σ h·w) the layers side by side in 8 bits, `scales` (tokens, layers) each token's maximum
-    in each layer, `shapes` (layers, 3). Compressed from 256 kB a step (SD1.5 at 512 px), where it
-    saves disk and its time is small beside the step's; a micro step's maps (a few kB) are stored
-    as they are, in a fraction of the time compressing takes."""
-    import io
+def maps_chunk(layers: Sequence[Any]) -> tuple[bytes, bool]:
+    """One step's maps, one array (tokens, h, w) per layer, as the bytes the run's maps file gets:
+    `scales` (tokens, layers) float32, each token's maximum in each layer, then `values`
+    (tokens, Σ h·w) uint8, the layers side by side. Deflated (zlib) from 256 kB of values a step
+    (SD1.5 at 512 px), where it saves disk and its time is small beside the step's; a micro step's
+    maps (a few kB) are stored as they are. Returns the bytes and whether they are deflated."""
+    import zlib
 
     import numpy as np
 
-    shapes = np.array([m.shape for m in layers], dtype=np.int32).reshape(-1, 3)
     side_by_side = np.concatenate([np.asarray(m, dtype=np.float32).reshape(len(m), -1) for m in layers], axis=1)
-    values, scales = quantize_columns(side_by_side, [h * w for _, h, w in shapes.tolist()])
-    buffer = io.BytesIO()
-    save = np.savez_compressed if values.nbytes >= COMPRESS_FROM else np.savez
-    save(buffer, values=values, scales=scales, shapes=shapes)
-    return buffer.getvalue()
+    values, scales = quantize_columns(side_by_side, [m.shape[1] * m.shape[2] for m in layers])
+    chunk = scales.astype("<f4").tobytes() + values.tobytes()
+    if values.nbytes >= COMPRESS_FROM:
+        return zlib.compress(chunk), True
+    return chunk, False
+
+
+def read_chunk(path: Path, where: Any, shapes: Sequence[tuple[int, int]], tokens: int) -> list[Any]:
+    """One step's maps back from the run's maps file, as float32 arrays (tokens, h, w), one per
+    layer of `shapes` ((h, w) each): `where` is the step's place in it as the record says
+    ({"at": offset, "bytes": length, "zlib": deflated}). One sentence when it is not there."""
+    import zlib
+
+    import numpy as np
+
+    try:
+        widths = [h * w for h, w in shapes]
+        size = tokens * len(shapes) * 4 + tokens * sum(widths)  # the scales, then the values
+        at, length, deflated = where["at"], where["bytes"], where["zlib"]
+        if not (isinstance(at, int) and isinstance(length, int) and 0 <= at and 0 < length <= 2 * size + 1024):
+            raise ValueError("a place outside the file")
+        with open(path, "rb") as f:
+            f.seek(at)
+            chunk = f.read(length)
+        if deflated:
+            chunk = zlib.decompressobj().decompress(chunk, size)
+        if len(chunk) != size:
+            raise ValueError(f"{len(chunk)} bytes where {size} were written")
+        scales = np.frombuffer(chunk, "<f4", tokens * len(shapes)).reshape(tokens, len(shapes))
+        values = np.frombuffer(chunk, np.uint8, offset=scales.nbytes).reshape(tokens, -1)
+        found, start = [], 0
+        for k, (h, w) in enumerate(shapes):
+            layer = values[:, start : start + h * w].reshape(tokens, h, w)
+            found.append(layer.astype(np.float32) / 255 * scales[:, k, None, None])
+            start += h * w
+    except (OSError, TypeError, KeyError, ValueError, zlib.error) as exc:
+        raise ExplorerError(f"{path} is missing or damaged ({exc.__class__.__name__}): the run's maps cannot be read.") from None
+    return found
 
 
 def read_maps(path: Path, layers: int, tokens: int) -> list[Any]:
-    """One step's maps back as float32 arrays; one sentence when the file is missing or damaged.
-    Reads both layouts: `values`/`scales`/`shapes`, and the earlier `L<k>`/`S<k>` per layer."""
+    """One step's maps of a run recorded before generation@4 (one `.npz` a step) back as float32
+    arrays; one sentence when the file is missing or damaged. Reads both of its layouts:
+    `values`/`scales`/`shapes`, and the earlier `L<k>`/`S<k>` per layer."""
     import numpy as np
 
     try:

@@ -1,4 +1,4 @@
-"""A run: the record of one watched generation (schema `sd-explorer/generation@3`), and the files
+"""A run: the record of one watched generation (schema `sd-explorer/generation@4`), and the files
 beside it, read back as plain data.
 
 A run folder holds:
@@ -12,13 +12,15 @@ A run folder holds:
                             record's files.tiles names them, left to right; `run.x0(5)` and the
                             others cut them out and show them 128 px wide)
     decoded/NNN.png         x0 decoded by the real VAE (every N steps, with --decode-every N)
-    maps/NNN.npz            step NNN's cross-attention maps (with --attention-maps)
+    maps.bin                every step's cross-attention maps, one after the other (with
+                            --attention-maps; each step's record says where its maps are)
 
-Runs recorded before (generation@1 and @2) hold each preview in its own file, `previews/NNN.png`
-the latent and `guidance/NNN-PART.png` the others; they are read the same.
+Runs recorded before are read the same: generation@1 to @3 hold a step's maps in `maps/NNN.npz`, and
+@1 and @2 each preview in its own file, `previews/NNN.png` the latent and `guidance/NNN-PART.png` the
+others.
 
 File names are made from step numbers here, never read from the record: a hostile trace.json
-cannot point outside its folder. `load_run(folder)` reads it all back (generation@1 and @2 too)
+cannot point outside its folder. `load_run(folder)` reads it all back (generation@1 to @3 too)
 and answers the questions a learner asks: `run.attention("circle")`, `run.blocks[path]["std"]`,
 `run.x0(5)`, `run.noise("cond", 5)`.
 
@@ -34,8 +36,8 @@ from typing import Any
 
 from explorer.errors import ExplorerError, OptionError
 
-SCHEMA = "sd-explorer/generation@3"
-READABLE = ("sd-explorer/generation@1", "sd-explorer/generation@2", SCHEMA)
+SCHEMA = "sd-explorer/generation@4"
+READABLE = ("sd-explorer/generation@1", "sd-explorer/generation@2", "sd-explorer/generation@3", SCHEMA)
 RECORD = "trace.json"  # the record's file name in a run folder (kept from the first version)
 GUIDANCE_PARTS = ("uncond", "cond", "guided", "x0")
 TILES = ("latent", *GUIDANCE_PARTS)  # a step's previews, left to right (those recorded)
@@ -59,7 +61,7 @@ def single_preview_file(step: int, part: str) -> str:
 
 
 def preview_tiles(record: dict) -> list[str] | None:
-    """The previews a generation@3 run laid side by side in each step's file, left to right (None
+    """The previews a generation@3 or later run laid side by side in each step's file, left to right (None
     for earlier runs, which kept each in its own file)."""
     files = record.get("files")
     tiles = files.get("tiles") if isinstance(files, dict) else None
@@ -80,7 +82,11 @@ def decoded_file(step: int) -> str:
     return f"decoded/{step:03d}.png"
 
 
+MAPS = "maps.bin"  # every step's cross-attention maps (generation@4)
+
+
 def maps_file(step: int) -> str:
+    """Where generation@1 to @3 runs kept step `step`'s cross-attention maps."""
     return f"maps/{step:03d}.npz"
 
 
@@ -219,12 +225,17 @@ class Run:
 
     def maps(self, step: int) -> list[Any]:
         """Step `step`'s maps: one float array (tokens, h, w) per cross-attention layer."""
-        from explorer.maps import read_maps
+        from explorer.maps import read_chunk, read_maps
 
         self._needs_maps()
         step = self._step(step)
         if step not in self._maps:
-            self._maps[step] = read_maps(self.folder / maps_file(step), len(self.map_layers), len(self.map_tokens))
+            where, tokens = self.steps[step].get("maps"), len(self.map_tokens)
+            if where is None:  # generation@1 to @3: one file a step
+                self._maps[step] = read_maps(self.folder / maps_file(step), len(self.map_layers), tokens)
+            else:
+                shapes = [(layer.get("height"), layer.get("width")) for layer in self.map_layers]
+                self._maps[step] = read_chunk(self.folder / MAPS, where, shapes, tokens)
         return self._maps[step]
 
     def _needs_maps(self) -> None:

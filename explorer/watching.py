@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 from explorer.errors import ExplorerError, OptionError
 from explorer.files import check_writable, make_folder, read_json_object, write_atomic
-from explorer.runs import RECORD, SCHEMA, TILES, Run, decoded_file, maps_file, preview_file
+from explorer.runs import MAPS, RECORD, SCHEMA, TILES, Run, decoded_file, preview_file
 from explorer.views.format import plural
 
 SCHEDULERS = {
@@ -265,11 +265,12 @@ class Step:
     latent_stats: dict[str, float]
     blocks: dict[str, dict[str, float]] = field(default_factory=dict)  # path -> mean, std, abs
     skips: dict[str, float] = field(default_factory=dict)  # skip tensor -> RMS
+    maps: dict[str, Any] | None = None  # where in maps.bin its cross-attention maps are: at, bytes, zlib
 
 
 @dataclass
 class Recording:
-    """The generation record (schema generation@3) as it grows: plain data, written as trace.json
+    """The generation record (schema generation@4) as it grows: plain data, written as trace.json
     after every step. The static traces are serialized once (`components_json`)."""
 
     out: Path
@@ -315,7 +316,7 @@ class Recording:
                 "previews": preview_file(0).replace("000", "NNN"),
                 "tiles": self.tiles,
                 "guidance": None,  # generation@1 and @2 kept each preview in its own file
-                "maps": maps_file(0).replace("000", "NNN") if self.attention else None,
+                "maps": MAPS if self.attention else None,
                 "decoded": decoded_file(0).replace("000", "NNN") if self.settings.get("decode_every") else None,
             },
             "compare": self.compare,
@@ -356,9 +357,10 @@ def _shape(t) -> list[int]:
 
 
 def _stats(t) -> dict[str, float]:
-    t = t.detach().float()
-    return {k: round(float(f(t)), 5) for k, f in (("mean", lambda x: x.mean()), ("std", lambda x: x.std()),
-                                                ("min", lambda x: x.min()), ("max", lambda x: x.max()))}
+    """mean, std (unbiased, as torch.std), min and max of a latent, in numpy (a latent is small)."""
+    x = t.detach().float().cpu().numpy()
+    found = {"mean": x.mean(), "std": x.std(ddof=1) if x.size > 1 else float("nan"), "min": x.min(), "max": x.max()}
+    return {k: round(float(v), 5) for k, v in found.items()}
 
 
 def _wrap(obj: Any, name: str, wrapper_of: Callable[[Callable], Callable], undo: list) -> None:
@@ -393,6 +395,7 @@ class Watcher:
         self.step_started: float | None = None
         self.previews: list = []  # the latent after each step: (h, w, 3) RGB pixels
         self.last_maps: list = []  # the last step's maps, one array per layer (the live panel shows them)
+        self.maps_out = None  # maps.bin, open while the run goes
         self.undo: list[Callable[[], None]] = []
         self.started = time.perf_counter()
 
@@ -435,6 +438,7 @@ class Watcher:
         for undo in reversed(self.undo):
             undo()
         self.undo = []
+        self.close_maps()
 
     def _timed(self, phase: str, before: Callable[..., None] = lambda *a, **k: None):
         def wrapper_of(original):
@@ -511,7 +515,7 @@ class Watcher:
         with torch.no_grad():
             self._previews(index, prediction, guided, x0, latent_out)
         if self.maps is not None:
-            self._write_maps(index)
+            step.maps = self._write_maps()
         self.recording.steps.append(step)
         self.recording.phases["denoise"] = round(sum(s.seconds for s in self.recording.steps), 4)
         self.current, self.step_started = {}, None
@@ -529,7 +533,7 @@ class Watcher:
         rec.settings.setdefault("steps", asked)
         rec.settings.setdefault("guidance", float(getattr(self.pipe, "guidance_scale", 1.0)))
         rec.settings.setdefault("scheduler", type(scheduler).__name__)
-        folders = ["previews"] + ["decoded"] * bool(self.decode_every) + ["maps"] * (self.maps is not None)
+        folders = ["previews"] + ["decoded"] * bool(self.decode_every)
         for folder in folders:  # once, not per file
             (self.out / folder).mkdir(exist_ok=True)
 
@@ -566,18 +570,31 @@ class Watcher:
         image = self.decode(latents.to(self.pipe.vae.dtype), return_dict=False)[0]
         return self.pipe.image_processor.postprocess(image.detach(), output_type="pil")[0]
 
-    def _write_maps(self, index: int) -> None:
-        from explorer.maps import maps_npz
+    def _write_maps(self) -> dict | None:
+        """The step's maps appended to maps.bin (one file a run: creating a file a step cost more than
+        a micro step's maps), before the record names the step; returns where they are."""
+        from explorer.maps import maps_chunk
 
         taken = self.maps.take()
         if not taken or self.recording.attention is None:
-            return
+            return None
         if not self.recording.attention["layers"]:
             self.recording.attention["layers"] = [
                 {"path": path, "height": int(m.shape[1]), "width": int(m.shape[2])} for path, m in taken
             ]
         self.last_maps = [m for _, m in taken]
-        (self.out / maps_file(index)).write_bytes(maps_npz(self.last_maps))  # once, before the record names the step
+        chunk, deflated = maps_chunk(self.last_maps)
+        if self.maps_out is None:
+            self.maps_out = open(self.out / MAPS, "wb")  # noqa: SIM115 - open for the run, closed by close_maps
+        at = self.maps_out.tell()
+        self.maps_out.write(chunk)
+        self.maps_out.flush()  # in the file before the record names the step
+        return {"at": at, "bytes": len(chunk), "zlib": deflated}
+
+    def close_maps(self) -> None:
+        if self.maps_out is not None:
+            self.maps_out.close()
+            self.maps_out = None
 
     def finish(self, status: str, error: str = "") -> None:
         """The last write: the status, the contact sheet of every step's latent, the wall time."""
@@ -586,6 +603,7 @@ class Watcher:
         from explorer.previews import contact_sheet, png, upscaled
 
         self.recording.status, self.recording.error = status, error
+        self.close_maps()
         if self.previews:
             captions = [f"{s.index}: t={s.timestep:g}" for s in self.recording.steps]
             images = [upscaled(Image.fromarray(pixels, "RGB")) for pixels in self.previews]

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from explorer.cli import app
-from explorer.runs import SCHEMA
+from explorer.runs import SCHEMA, load_run
 from explorer.watching import Settings, generate
 
 runner = CliRunner()
@@ -35,7 +35,7 @@ def test_the_three_files(tiny_run):
     assert Image.open(out / "image.png").size == (64, 64)
     assert Image.open(out / "latents.png").size[0] > 64
     record = json.loads((out / "trace.json").read_text())
-    assert record["schema"] == SCHEMA == "sd-explorer/generation@3"
+    assert record["schema"] == SCHEMA == "sd-explorer/generation@4"
     assert record["status"] == "done"
     assert record["settings"]["weights"] == "random" and "noise" in record["settings"]["warning"]
     assert record["settings"]["scheduler"] == "pndm" and record["settings"]["seed"] == 42
@@ -142,15 +142,24 @@ def test_bad_scheduler_pickle_and_unwritable_out(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_the_steps_done(tmp_path):
-    """A real SIGINT to a real process, mid-run: exit 130, no traceback, a valid trace.json."""
+    """A real SIGINT to a real process, mid-run: exit 130, no traceback, a valid trace.json, and every
+    step it names there with its maps."""
     out = tmp_path / "run"
     exe = Path(sys.executable).parent / "explore"
-    process = subprocess.Popen(
-        [str(exe), "generate", "-p", "a slow run", "--model", "tiny", "--steps", "999", "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A suite started in the background (`make test &`, nohup) runs with SIGINT ignored, and a child
+    # inherits an ignored signal: it would never see the one sent below. While the child starts, the
+    # signal is handled here, and a handled signal is reset to its default in a new program, as a
+    # command started from a terminal has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [str(exe), "generate", "-p", "a slow run", "--model", "tiny", "--steps", "999", "--attention-maps", "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     trace = out / "trace.json"
     started, deadline, seen = time.time(), time.time() + 120, 0
     while time.time() < deadline and process.poll() is None:
@@ -168,6 +177,8 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_steps_done(tmp_path):
     assert "Interrupted after" in stdout
     assert not (out / "image.png").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no half-written temporaries
+    run = load_run(out)
+    assert all(len(run.maps(k)) == len(run.map_layers) for k in range(len(run.steps)))
 
 
 def test_full_sd15_architecture_with_random_weights_offline(tmp_path):

@@ -135,9 +135,9 @@ def test_a_forward_already_wrapped_is_seen_and_put_back():
         return torch.nn.Linear.forward(layer, x)
 
     layer.forward = offloaded
-    undo = after_forward(layer, lambda module, args, output: seen.append((module, output)))
+    undo = after_forward(layer, seen.append)
     out = layer(torch.ones(1, 3))
-    assert len(calls) == 1 and seen[0][0] is layer and seen[0][1] is out
+    assert len(calls) == 1 and seen == [out]
     assert list(inspect.signature(layer.forward).parameters) == ["x"]
     undo()
     assert layer.forward is offloaded
@@ -229,10 +229,11 @@ def reference_stats(t, halves: int = 2) -> dict[str, float]:
 @pytest.mark.parametrize("seed", range(4))
 def test_moments_of_many_tensors_match_each_measured_alone(seed):
     """Sizes that share no large divisor, tensors with a mean far above their spread, a constant one,
-    one element: the batched sums agree with float64 statistics of each tensor."""
+    one element, bfloat16: measured together (numpy, or torch where numpy cannot view them) and one by one
+    (torch), they agree with float64 statistics of each tensor."""
     import torch
 
-    from explorer.capture.activity import Moments
+    from explorer.capture.activity import batch_moments, moments
 
     g = torch.Generator().manual_seed(seed)
     shapes = [(2, 3, 5, 7), (2, 320), (2, 1), (4, 6, 6), (2, 64, 8, 8), (2, 13)]
@@ -240,13 +241,19 @@ def test_moments_of_many_tensors_match_each_measured_alone(seed):
     tensors.append(torch.full((2, 9), 7.0))
     tensors.append(torch.randn(2, 5000, generator=g) * 1e-3 + 40.0)  # mean² is 10⁹ times the variance
     tensors.append(torch.randn(3, 4, generator=g))  # an odd batch: measured whole (prompt_start)
+    tensors.append(torch.randn(2, 3, generator=g).bfloat16())  # no numpy view: through torch
+    needing_grad = [t.clone().requires_grad_() for t in tensors[:4]]  # no numpy view either
     for halves in (1, 2):
-        for t, (n, mean, square_sum, abs_sum) in zip(tensors, Moments()(tensors, halves)):
-            want = reference_stats(t, halves)
-            std = (square_sum / (n - 1)) ** 0.5 if n > 1 else 0.0
-            assert mean == pytest.approx(want["mean"], rel=1e-6, abs=1e-7)
-            assert std == pytest.approx(want["std"] if n > 1 else 0.0, rel=1e-5, abs=1e-7)
-            assert abs_sum / n == pytest.approx(want["abs"], rel=1e-6)
+        ways = [(tensors, batch_moments(tensors, halves)), (tensors, [moments(t, halves) for t in tensors]),
+                (needing_grad, batch_moments(needing_grad, halves))]
+        for given, found in ways:
+            assert len(found) == len(given)
+            for t, (n, mean, square_sum, abs_sum) in zip(given, found):
+                want = reference_stats(t, halves)
+                std = (square_sum / (n - 1)) ** 0.5 if n > 1 else 0.0
+                assert mean == pytest.approx(want["mean"], rel=1e-6, abs=1e-7)
+                assert std == pytest.approx(want["std"] if n > 1 else 0.0, rel=1e-5, abs=1e-7)
+                assert abs_sum / n == pytest.approx(want["abs"], rel=1e-6)
 
 
 @pytest.mark.parametrize("at_once", [False, True], ids=["kept-until-the-call-ends", "measured-in-the-hook"])
@@ -352,6 +359,76 @@ def test_maps_files_of_earlier_runs_read_the_same(mapped, tmp_path):
     earlier = read_maps(tmp_path / "001.npz", len(maps), len(mapped.map_tokens))
     for x, y in zip(earlier, maps, strict=True):
         assert x.shape == y.shape and np.allclose(x, y, atol=1e-6)
+
+
+def test_maps_of_generation_3_runs_one_file_a_step_read_the_same(mapped, tmp_path):
+    """generation@1 to @3 runs kept each step's maps in maps/NNN.npz (`values`, `scales`, `shapes`);
+    read back, every step's maps and every word's aggregate are the same."""
+    import shutil
+
+    from explorer.maps import quantize_columns
+    from explorer.runs import MAPS, maps_file
+
+    earlier = tmp_path / "earlier"
+    shutil.copytree(mapped.folder, earlier)
+    (earlier / MAPS).unlink()
+    (earlier / "maps").mkdir()
+    for k in range(len(mapped.steps)):
+        maps = mapped.maps(k)
+        side_by_side = np.concatenate([m.reshape(len(m), -1) for m in maps], axis=1)
+        values, scales = quantize_columns(side_by_side, [m[0].size for m in maps])
+        np.savez(earlier / maps_file(k), values=values, scales=scales, shapes=np.array([m.shape for m in maps]))
+    record = {**mapped.record, "schema": "sd-explorer/generation@3"}
+    record["steps"] = [{key: v for key, v in step.items() if key != "maps"} for step in record["steps"]]
+    record["files"] = {**record["files"], "maps": "maps/NNN.npz"}
+    (earlier / "trace.json").write_text(json.dumps(record))
+    before = load_run(earlier)
+    for k in range(len(mapped.steps)):
+        for x, y in zip(before.maps(k), mapped.maps(k), strict=True):
+            assert x.shape == y.shape and np.allclose(x, y, atol=1e-6)
+    for word in mapped.words():
+        assert np.allclose(before.attention(word), mapped.attention(word), atol=1e-6)
+
+
+def test_deflated_maps_read_back_the_same(mapped, tmp_path, monkeypatch):
+    """Large steps' maps are deflated in maps.bin (SD1.5 at 512 px); made to deflate tiny's, the
+    file is smaller and every step reads back the same."""
+    import explorer.maps
+    from explorer.runs import MAPS
+
+    monkeypatch.setattr(explorer.maps, "COMPRESS_FROM", 0)
+    deflated = load_run(generate(tiny(attention_maps=True, decode_every=2), tmp_path / "deflated").out)
+    assert all(step["maps"]["zlib"] for step in deflated.steps)
+    assert not any(step["maps"]["zlib"] for step in mapped.steps)
+    assert (deflated.folder / MAPS).stat().st_size < (mapped.folder / MAPS).stat().st_size
+    for k in range(len(mapped.steps)):
+        for x, y in zip(deflated.maps(k), mapped.maps(k), strict=True):
+            assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("damage", ["cut short", "a place outside it", "no place", "not deflated"])
+def test_damaged_maps_are_one_sentence(mapped, tmp_path, damage):
+    import shutil
+
+    from explorer.errors import ExplorerError
+    from explorer.runs import MAPS
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(mapped.folder, folder)
+    record = json.loads((folder / "trace.json").read_text())
+    last = record["steps"][-1]
+    if damage == "cut short":
+        (folder / MAPS).write_bytes((folder / MAPS).read_bytes()[:-10])
+    elif damage == "a place outside it":
+        last["maps"]["at"] = -5
+    elif damage == "no place":
+        last["maps"] = {"bytes": 3}
+    else:
+        last["maps"]["zlib"] = True
+    (folder / "trace.json").write_text(json.dumps(record))
+    with pytest.raises(ExplorerError, match="maps.bin is missing or damaged"):
+        load_run(folder).maps(len(record["steps"]) - 1)
+    assert len(load_run(folder).maps(0)) == len(mapped.map_layers)  # the steps before read as they are
 
 
 def test_each_steps_previews_are_cut_from_one_file_in_their_places(tmp_path):

@@ -16,7 +16,6 @@ Both only read what flows: the pipeline computes exactly what it would unwatched
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable
 
 import numpy as np
@@ -60,17 +59,17 @@ def wrap_on_instance(obj: Any, name: str, wrapper_of: Callable[[Callable], Calla
     return undo
 
 
-def after_forward(module: nn.Module, seen: Callable[[nn.Module, tuple, Any], None]) -> Callable[[], None]:
-    """Call `seen(module, args, output)` after every forward of `module`, as a forward hook would,
-    from a wrapper of the module's own forward (`wrap_on_instance`): a module with hooks is called
-    the slow way, which for micro's 48 watched modules cost 2 % of a step, a wrapper nothing
-    measurable. Returns the undo."""
+def after_forward(module: nn.Module, seen: Callable[[Any], None]) -> Callable[[], None]:
+    """Call `seen(output)` after every forward of `module`, as a forward hook would, from a wrapper
+    of the module's own forward (`wrap_on_instance`): a module with hooks is called the slow way,
+    which for micro's 48 watched modules cost 2 % of a step, a wrapper nothing measurable. Returns
+    the undo."""
 
     def wrapper_of(forward: Callable) -> Callable:
         @functools.wraps(forward)  # inspect.signature still sees the module's own
         def watched(*args, **kwargs):
             output = forward(*args, **kwargs)
-            seen(module, args, output)
+            seen(output)
             return output
 
         return watched
@@ -91,66 +90,64 @@ def _together(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
-class Moments:
-    """n, mean, Σ(x − mean)² and Σ|x| of the conditional half of many tensors, in a dozen tensor
-    operations whatever their number: at micro's sizes an operation costs more than its arithmetic,
-    and three per tensor for 38 tensors took three times as long.
+Found = tuple[int, float, float, float]  # n, mean, Σ(x − mean)², Σ|x|
 
-    Each tensor's prompt half is laid end to end with the others' and cut into rows of g elements
-    (g divides every half); x, |x| and x² are summed per row in float32, and the rows' sums added
-    up per tensor in float64. Where the mean dominates the spread (mean² over 100 times the
-    variance, which the subtraction Σx² − n·mean² would blur), that tensor is measured again the
-    exact way, centred."""
 
-    def __init__(self):
-        # (halves, the tensors' shapes) -> parts, g, each tensor's half size, the row each half starts on
-        self.layouts: dict[tuple, tuple[int, int, list[int], Any] | None] = {}
+def moments(t: torch.Tensor, halves: int) -> Found:
+    """n, mean, Σ(x − mean)² and Σ|x| of one tensor's prompt half (`prompt_start`), on its own
+    device: for a large output, whose arithmetic PyTorch spreads over its threads."""
+    with torch.no_grad():
+        x = t.detach()[prompt_start(t, halves) :].float()
+        sums = torch.stack((x.sum(), x.abs().sum(), (x * x).sum())).double().cpu().numpy()  # Σx, Σ|x|, Σx²
+    return _finished([t], halves, np.array([x.numel()]), *sums[:, None])[0]
 
-    def __call__(self, tensors: list[torch.Tensor], halves: int) -> list[tuple[int, float, float, float]]:
-        """(n, mean, Σ(x − mean)², Σ|x|) of each tensor's prompt half (`prompt_start`)."""
-        key = (halves, *(t.shape for t in tensors))
-        layout = self.layouts[key] if key in self.layouts else self._layout(key, tensors, halves)
-        if layout is None:  # some batches split in two, some not: each its own way
-            return [self([t], halves)[0] for t in tensors]
-        parts, g, sizes, first_rows = layout
-        with torch.no_grad():
-            prompt_halves = [t.reshape(parts, -1)[parts - 1] for t in tensors]  # flat views
-            rows = _together(prompt_halves).float().view(-1, g)  # (R, g): no row spans two tensors
-            per_row = torch.stack((rows.sum(1), rows.abs().sum(1), (rows * rows).sum(1))).cpu().numpy()  # (3, R)
-        sums = np.add.reduceat(per_row, first_rows, axis=1, dtype=np.float64).T.tolist()  # per tensor: Σx, Σ|x|, Σx²
-        found = []
-        for t, n, (s, a, q) in zip(tensors, sizes, sums):
-            mean, square_sum = s / n, max(q - s * s / n, 0.0)
-            if 100 * square_sum < n * mean * mean:  # ill-conditioned: centre first, in float64
-                x = t.detach()[prompt_start(t, halves) :].double()
-                square_sum = float(torch.sum((x - x.mean()) ** 2))
-            found.append((n, mean, square_sum, a))
-        return found
 
-    def _layout(self, key: tuple, tensors: list[torch.Tensor], halves: int):
-        split = [prompt_start(t, halves) > 0 for t in tensors]
-        if any(split) and not all(split):
-            self.layouts[key] = None
-            return None
-        parts = 2 if all(split) else 1
-        sizes = [t.numel() // parts for t in tensors]
-        g = 64
-        for n in sizes:
-            g = math.gcd(g, n)
-        self.layouts[key] = (parts, g, sizes, np.cumsum([0, *sizes[:-1]]) // g)
-        return self.layouts[key]
+def batch_moments(tensors: list[torch.Tensor], halves: int) -> list[Found]:
+    """`moments` of many small tensors in a handful of numpy operations whatever their number: at
+    micro's sizes an operation costs more than its arithmetic, and a numpy one a fraction of a torch
+    one. The prompt halves are laid end to end in one float32 array (numpy views of CPU tensors; a
+    GPU's, bfloat16 or ones needing grad go through torch), and x, |x| and x² summed per tensor by
+    `reduceat`, pairwise within each tensor (about 1e-7 relative)."""
+    parts = 2 if halves == 2 and all(t.ndim and t.shape[0] % 2 == 0 for t in tensors) else 1
+    if parts == 1 and halves == 2 and len(tensors) > 1:  # odd batches among them: each its own way
+        return [batch_moments([t], halves)[0] for t in tensors]
+    try:
+        flat = [t.numpy().reshape(parts, -1)[parts - 1] for t in tensors]  # views: no copy
+        x = np.concatenate(flat, dtype=np.float32)
+    except (TypeError, RuntimeError):
+        flat = [t.detach().reshape(parts, -1)[parts - 1] for t in tensors]
+        x = _together(flat).float().cpu().numpy()
+    sizes = np.array([len(f) for f in flat])
+    starts = np.concatenate(([0], np.cumsum(sizes[:-1])))
+    return _finished(tensors, halves, sizes, *(np.add.reduceat(v, starts) for v in (x, np.abs(x), x * x)))
+
+
+def _finished(tensors: list[torch.Tensor], halves: int, sizes, s, a, q) -> list[Found]:
+    """From each tensor's n, Σx, Σ|x| and Σx² (arrays) to (n, mean, Σ(x − mean)², Σ|x|). Where the
+    mean dominates the spread (mean² over 100 times the variance, which Σx² − n·mean² would blur),
+    that tensor is measured again the exact way, centred, in float64."""
+    n, s, a, q = (np.asarray(v, dtype=np.float64) for v in (sizes, s, a, q))
+    means = s / n
+    square_sums = np.maximum(q - s * means, 0.0)
+    found = list(zip(sizes.tolist(), means.tolist(), square_sums.tolist(), a.tolist()))
+    for i in np.flatnonzero(100 * square_sums < n * means * means).tolist():
+        t = tensors[i]
+        x = t.detach()[prompt_start(t, halves) :].double()
+        found[i] = (*found[i][:2], float(torch.sum((x - x.mean()) ** 2)), found[i][3])
+    return found
 
 
 class BlockActivity:
     """Statistics of every watched module's output, per UNet call.
 
     The modules' outputs are kept as they return (`after_forward`) and measured together when the
-    UNet call ends (`Moments`), a skip tensor that is also a watched module's output only once. An
-    output of 32,768 elements or more is measured at once instead: from that size on its arithmetic
-    outweighs the operations' cost (PyTorch splits such work across threads), and holding it would
-    cost memory (SD1.5). The first call copies what it keeps and notes the outputs that the rest of
-    the call changes in place (a T2I-adapter's residual added to a down block's output): those are
-    copied in every call, so every number describes the output as its module returned it.
+    UNet call ends (`batch_moments`), a skip tensor that is also a watched module's output only once.
+    An output of 32,768 elements or more is measured at once instead (`moments`): from that size on
+    its arithmetic outweighs the operations' cost (PyTorch splits such work across threads), and
+    holding it would cost memory (SD1.5). The first call copies what it keeps and notes the outputs
+    that the rest of the call changes in place (a T2I-adapter's residual added to a down block's
+    output): those are copied in every call, so every number describes the output as its module
+    returned it.
     """
 
     AT_ONCE = 1 << 15  # elements: measured as the module returns, not kept until the call ends
@@ -160,10 +157,9 @@ class BlockActivity:
         self.paths = [path for path, d in called_depths(unet).items() if d <= depth]
         self.halves = 2  # set by the watcher before each UNet call: 2 with classifier-free guidance
         self.calls = 0  # UNet calls seen
-        self.moments = Moments()
         self.kept: dict[int, tuple[torch.Tensor, torch.Tensor, int, list]] = {}  # id -> (output, copy, version, keys)
         self.copied: set[tuple[str, str]] = set()  # outputs changed in place after their module returned
-        self.measured: dict[tuple[str, str], tuple[int, float, float, float]] = {}  # (kind, name) -> moments
+        self.measured: dict[tuple[str, str], Found] = {}  # (kind, name) -> moments
 
     def install(self) -> Callable[[], None]:
         modules = dict(self.unet.named_modules())
@@ -192,10 +188,11 @@ class BlockActivity:
         return stats, rms
 
     def _keep(self, key: tuple[str, str], t: torch.Tensor) -> None:
-        if id(t) in self.kept:  # a skip tensor that is also a module's output
-            self.kept[id(t)][3].append(key)
+        seen = self.kept.get(id(t))
+        if seen is not None:  # a skip tensor that is also a module's output
+            seen[3].append(key)
         elif t.numel() >= self.AT_ONCE:
-            self.measured[key] = self.moments([t], self.halves)[0]
+            self.measured[key] = moments(t, self.halves)
         elif t.numel():
             copy = t.detach().clone() if self.calls == 0 or key in self.copied else t
             self.kept[id(t)] = (t, copy, t._version, [key])  # _version: bumped by every in-place change
@@ -205,24 +202,25 @@ class BlockActivity:
         if self.calls == 0:
             self.copied = {key for t, _, version, keys in kept if t._version != version for key in keys}
         if kept:
-            for (_, _, _, keys), found in zip(kept, self.moments([copy for _, copy, _, _ in kept], self.halves)):
+            for (_, _, _, keys), found in zip(kept, batch_moments([copy for _, copy, _, _ in kept], self.halves)):
                 self.measured.update(dict.fromkeys(keys, found))
         self.calls += 1
 
-    def _hook_of(self, path: str, stats: bool, skips: bool):
+    def _hook_of(self, path: str, stats: bool, skips: bool) -> Callable[[Any], None]:
         """One per module, called after its forward: its output's statistics, and the skip tensors
         it hands on (conv_in's output, a down block's output[1])."""
+        keep, block = self._keep, ("block", path)
 
-        def hook(module, args, output) -> None:
+        def hook(output) -> None:
             if stats:
                 t = _first_tensor(output)
                 if t is not None and t.is_floating_point():
-                    self._keep(("block", path), t)
+                    keep(block, t)
             if skips and path == "conv_in":
-                self._keep(("skip", path), output)
+                keep(("skip", path), output)
             elif skips and isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], (tuple, list)):
                 for k, t in enumerate(output[1]):  # a down block's skip tensors
-                    self._keep(("skip", f"{path}[{k}]"), t)
+                    keep(("skip", f"{path}[{k}]"), t)
 
         return hook
 

@@ -209,7 +209,7 @@ def files_table(watch: Any, interrupted: bool) -> Table:
         files.add_row("  latents.png", Text(f"{plural(done, 'latent preview')}, one per step", "dim"))
         files.add_row("  previews/", Text("per step: the latent, the unconditional, conditional and guided noise predictions, and x0", "dim"))
     if rec.attention:
-        files.add_row("  maps/", Text("per step: every cross-attention layer's map of each prompt token", "dim"))
+        files.add_row("  maps.bin", Text("per step: every cross-attention layer's map of each prompt token", "dim"))
     files.add_row("  trace.json", Text(f"{SCHEMA}: settings, tokens, static traces, {plural(done, 'step')}", "dim"))
     return files
 

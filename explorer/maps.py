@@ -47,6 +47,19 @@ def quantize_columns(maps, widths: Sequence[int]) -> tuple[Any, Any]:
     return values, scales.astype(np.float32)
 
 
+def unquantize_columns(values, scales, shapes: Sequence[tuple[int, int, int]]) -> list[Any]:
+    """`quantize_columns` undone: 8-bit values (tokens, Σ h·w) and their maxima (tokens, layers) ->
+    one float32 array (t, h, w) per layer of `shapes` (its first t tokens)."""
+    import numpy as np
+
+    found, start = [], 0
+    for k, (t, h, w) in enumerate(shapes):
+        layer = values[:t, start : start + h * w].reshape(t, h, w)
+        found.append(layer.astype(np.float32) / 255 * scales[:t, k, None, None])
+        start += h * w
+    return found
+
+
 COMPRESS_FROM = 1 << 18  # bytes of 8-bit maps per step: smaller steps are stored as they are
 
 
@@ -91,14 +104,9 @@ def read_chunk(path: Path, where: Any, shapes: Sequence[tuple[int, int]], tokens
             raise ValueError(f"{len(chunk)} bytes where {size} were written")
         scales = np.frombuffer(chunk, "<f4", tokens * len(shapes)).reshape(tokens, len(shapes))
         values = np.frombuffer(chunk, np.uint8, offset=scales.nbytes).reshape(tokens, -1)
-        found, start = [], 0
-        for k, (h, w) in enumerate(shapes):
-            layer = values[:, start : start + h * w].reshape(tokens, h, w)
-            found.append(layer.astype(np.float32) / 255 * scales[:, k, None, None])
-            start += h * w
+        return unquantize_columns(values, scales, [(tokens, h, w) for h, w in shapes])
     except (OSError, TypeError, KeyError, ValueError, zlib.error) as exc:
         raise ExplorerError(f"{path} is missing or damaged ({exc.__class__.__name__}): the run's maps cannot be read.") from None
-    return found
 
 
 def read_maps(path: Path, layers: int, tokens: int) -> list[Any]:
@@ -110,12 +118,7 @@ def read_maps(path: Path, layers: int, tokens: int) -> list[Any]:
     try:
         with np.load(path, allow_pickle=False) as data:
             if "values" in data:
-                values, scales, start = data["values"], data["scales"], 0
-                found = []
-                for k, (t, h, w) in enumerate(data["shapes"][:layers].tolist()):
-                    layer = values[:t, start : start + h * w].reshape(t, h, w)
-                    found.append(layer.astype(np.float32) / 255 * scales[:t, k, None, None])
-                    start += h * w
+                found = unquantize_columns(data["values"], data["scales"], data["shapes"][:layers].tolist())
             else:
                 found = [data[f"L{k}"].astype(np.float32) / 255 * data[f"S{k}"][:, None, None] for k in range(layers)]
     except (OSError, KeyError, ValueError, IndexError) as exc:

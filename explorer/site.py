@@ -24,7 +24,7 @@ PIPELINE_TARGETS = {"clip": "clip", "unet": "unet", "decode": "vae"}  # pipeline
 
 
 def read_run(folder: Path) -> dict:
-    """The generation record of an `explore generate` output folder, checked (generation@1, @2 and @3)."""
+    """The generation record of an `explore generate` output folder, checked (generation@1 to @4)."""
     from explorer.runs import read_record
 
     try:
@@ -126,9 +126,9 @@ MAP_SIDE = 32  # maps larger than this are averaged down for the page (its data 
 
 
 def _copy_run(run: dict, run_folder: Path, target: Path) -> dict:
-    """The run's record for the page, and its images copied beside it (a generation@3 step's
-    previews cut apart, one file each, as earlier runs kept them). File names are made from step
-    positions here, never taken from the record."""
+    """The run's record for the page, and its images copied beside it (a generation@3 or later
+    step's previews cut apart, one file each, as earlier runs kept them). File names are made from
+    step positions here, never taken from the record."""
     from explorer.runs import GUIDANCE_PARTS, TILES, preview_file, preview_tiles, single_preview_file
 
     target.mkdir()

@@ -346,6 +346,31 @@ def test_maps_taken_together_equal_maps_taken_one_by_one(tmp_path, monkeypatch):
             assert x.shape == y.shape and np.allclose(x, y, atol=1e-6)
 
 
+def test_maps_computed_together_match_the_softmax_in_float64(tiny_models):
+    """Layers of different sizes, head counts and prompt lengths handed over in one UNet call: each
+    layer's map is its softmax(QKᵀ · scale) averaged over the heads, as float64 computes it, the
+    padding's row the rest of each weight row."""
+    import torch
+
+    from explorer.capture.activity import AttentionMaps
+
+    maps = AttentionMaps(tiny_models["unet"], tokens=5)
+    maps.halves, maps.latent = 1, (8, 8)
+    g = torch.Generator().manual_seed(0)
+    shapes = [(2, 64, 8, 77), (4, 16, 8, 77), (2, 4, 16, 77), (2, 64, 8, 90)]  # heads, N, d, keys
+    layers = [(torch.randn(1, h, n, d, generator=g), torch.randn(1, h, k, d, generator=g), d**-0.5) for h, n, d, k in shapes]
+    for sizes in (shapes[:3], shapes):  # one prompt length, then two
+        for k, (q, key, scale) in enumerate(layers[: len(sizes)]):
+            maps._take_for(f"layer{k}")(q, key, scale)
+        taken = maps.take()
+        assert [path for path, _ in taken] == [f"layer{k}" for k in range(len(sizes))]
+        for (q, key, scale), (_, found) in zip(layers, taken):
+            weights = torch.softmax(q.double() @ key.double().transpose(-1, -2) * scale, dim=-1)[0].mean(0)  # (N, keys)
+            side = int(q.shape[2] ** 0.5)
+            want = torch.cat([weights[:, :5], 1 - weights[:, :5].sum(1, keepdim=True)], 1).T.reshape(6, side, side)
+            assert found.shape == (6, side, side) and np.allclose(found, want.numpy(), atol=1e-6)
+
+
 def test_maps_files_of_earlier_runs_read_the_same(mapped, tmp_path):
     """Runs recorded before the maps were laid side by side hold `L<k>` and `S<k>` per layer; read
     back, they give the same maps."""

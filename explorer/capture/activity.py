@@ -16,6 +16,7 @@ Both only read what flows: the pipeline computes exactly what it would unwatched
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, Callable
 
 import numpy as np
@@ -85,6 +86,15 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return getattr(output, "sample", None)
 
 
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor as float32 numpy: a view where it can be one (a CPU float32 tensor)."""
+    try:
+        found = t.numpy()
+    except (TypeError, RuntimeError):  # on a GPU, bfloat16, needing grad
+        return t.detach().float().cpu().numpy()
+    return found if found.dtype == np.float32 else found.astype(np.float32)
+
+
 def _together(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Tensors one after the other along their first dimension (one alone as it is)."""
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
@@ -99,7 +109,7 @@ def moments(t: torch.Tensor, halves: int) -> Found:
     with torch.no_grad():
         x = t.detach()[prompt_start(t, halves) :].float()
         sums = torch.stack((x.sum(), x.abs().sum(), (x * x).sum())).double().cpu().numpy()  # Σx, Σ|x|, Σx²
-    return _finished([t], halves, np.array([x.numel()]), *sums[:, None])[0]
+    return _finished([t], halves, [x.numel()], *([v] for v in sums.tolist()))[0]
 
 
 def batch_moments(tensors: list[torch.Tensor], halves: int) -> list[Found]:
@@ -117,23 +127,24 @@ def batch_moments(tensors: list[torch.Tensor], halves: int) -> list[Found]:
     except (TypeError, RuntimeError):
         flat = [t.detach().reshape(parts, -1)[parts - 1] for t in tensors]
         x = _together(flat).float().cpu().numpy()
-    sizes = np.array([len(f) for f in flat])
-    starts = np.concatenate(([0], np.cumsum(sizes[:-1])))
-    return _finished(tensors, halves, sizes, *(np.add.reduceat(v, starts) for v in (x, np.abs(x), x * x)))
+    sizes = [len(f) for f in flat]
+    starts = list(itertools.accumulate(sizes[:-1], initial=0))
+    return _finished(tensors, halves, sizes, *(np.add.reduceat(v, starts).tolist() for v in (x, np.abs(x), x * x)))
 
 
 def _finished(tensors: list[torch.Tensor], halves: int, sizes, s, a, q) -> list[Found]:
-    """From each tensor's n, Σx, Σ|x| and Σx² (arrays) to (n, mean, Σ(x − mean)², Σ|x|). Where the
-    mean dominates the spread (mean² over 100 times the variance, which Σx² − n·mean² would blur),
-    that tensor is measured again the exact way, centred, in float64."""
-    n, s, a, q = (np.asarray(v, dtype=np.float64) for v in (sizes, s, a, q))
-    means = s / n
-    square_sums = np.maximum(q - s * means, 0.0)
-    found = list(zip(sizes.tolist(), means.tolist(), square_sums.tolist(), a.tolist()))
-    for i in np.flatnonzero(100 * square_sums < n * means * means).tolist():
-        t = tensors[i]
-        x = t.detach()[prompt_start(t, halves) :].double()
-        found[i] = (*found[i][:2], float(torch.sum((x - x.mean()) ** 2)), found[i][3])
+    """From each tensor's n, Σx, Σ|x| and Σx² to (n, mean, Σ(x − mean)², Σ|x|), in Python floats:
+    for a few dozen tensors cheaper than numpy's calls. Where the mean dominates the spread (mean²
+    over 100 times the variance, which Σx² − n·mean² would blur), that tensor is measured again the
+    exact way, centred, in float64."""
+    found = []
+    for t, n, total, abs_total, square_total in zip(tensors, sizes, s, a, q):
+        mean = total / n
+        square_sum = max(square_total - total * mean, 0.0)
+        if 100 * square_sum < n * mean * mean:
+            x = t.detach()[prompt_start(t, halves) :].double()
+            square_sum = float(torch.sum((x - x.mean()) ** 2))
+        found.append((n, mean, square_sum, abs_total))
     return found
 
 
@@ -229,8 +240,8 @@ class AttentionMaps:
     """Cross-attention weights per layer call: (tokens + 1, h, w) for the first image of the prompt
     half: the prompt's first `tokens` tokens (start, words, end), then all the padding together.
 
-    Each layer hands over its query and key; `take()` computes the maps of layers of the same size
-    together (one matmul and one softmax for the three 16x16 layers of micro, say). A layer whose
+    Each layer hands over its query and key; `take()` computes the maps of all of them together
+    (a matmul each into one array of scores, then one softmax for micro's ten layers). A layer whose
     query has 32,768 elements or more (SD1.5, SDXL) is computed at once instead: its arithmetic
     outweighs the operations' cost, and holding its query would cost memory.
     """
@@ -260,38 +271,58 @@ class AttentionMaps:
     def take(self) -> list[tuple[str, Any]]:
         """Every layer call's maps since the last take, in call order: (path, (tokens + 1, h, w) array)."""
         kept, self.kept = self.kept, []
-        groups: dict[tuple, list[int]] = {}
-        for i, (_, item) in enumerate(kept):
-            if isinstance(item, tuple):
-                q, k, scale = item
-                groups.setdefault((q.shape, k.shape, scale), []).append(i)
+        waiting = [i for i, (_, item) in enumerate(kept) if isinstance(item, tuple)]
         found = list(kept)
-        for members in groups.values():
-            queries = _together([kept[i][1][0] for i in members])  # (g, heads, N, d)
-            keys = _together([kept[i][1][1] for i in members])  # (g, heads, 77, d)
-            for i, maps in zip(members, self._maps(queries, keys, kept[members[0]][1][2])):
-                found[i] = (kept[i][0], maps)
+        for i, maps in zip(waiting, self._maps_together([kept[i][1] for i in waiting])):
+            found[i] = (kept[i][0], maps)
         return found
 
     def _take_for(self, path: str):
         def take(query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
             first = prompt_start(query, self.halves)  # the prompt half's first image
             q, k = query[first : first + 1], key[first : first + 1]  # (1, heads, N, d), (1, heads, 77, d)
-            self.kept.append((path, self._maps(q, k, scale)[0] if q.numel() >= self.AT_ONCE else (q, k, scale)))
+            self.kept.append((path, self._maps(q, k, scale) if q.numel() >= self.AT_ONCE else (q, k, scale)))
 
         return take
 
-    def _maps(self, q: torch.Tensor, k: torch.Tensor, scale: float):
-        """(g, heads, N, d) queries and (g, heads, 77, d) keys -> g arrays (tokens + 1, h, w). After
-        the softmax, numpy: at these sizes its operations take half the time of torch's."""
+    def _maps(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> np.ndarray:
+        """One large layer's (1, heads, N, d) query and (1, heads, 77, d) key -> (tokens + 1, h, w), in
+        torch: its arithmetic outweighs the operations' cost, and PyTorch spreads it over its threads."""
         from explorer.capture.attention import attention_probabilities
 
-        probs = attention_probabilities(q.float(), k.float(), scale)[..., : self.tokens].cpu().numpy()  # (g, heads, N, tokens)
-        kept = probs.sum(axis=1) / probs.shape[1]  # (g, N, tokens): averaged over heads
-        padding = 1 - kept.sum(axis=2, keepdims=True)  # (g, N, 1): every weight row sums to 1
-        h, w = self.feature_size(probs.shape[2])
-        maps = np.concatenate([kept, padding], axis=2).transpose(0, 2, 1)  # (g, tokens + 1, N)
-        return maps.reshape(len(maps), -1, h, w)  # (g, tokens + 1, h, w)
+        probs = attention_probabilities(q.float(), k.float(), scale)[0, ..., : self.tokens]  # (heads, N, tokens)
+        return self._arranged(probs.reshape(-1, probs.shape[-1]).cpu().numpy(), [q.shape[1:3]])[0]
+
+    def _maps_together(self, layers: list[tuple]) -> list[np.ndarray]:
+        """Many small layers' maps in a handful of numpy operations whatever their number (at micro's
+        sizes an operation costs more than its arithmetic, and a numpy one a fraction of a torch one):
+        every layer's scores QKᵀ · scale, heads × N rows of 77 each, into one array, then one softmax
+        over all the rows."""
+        keys = {k.shape[2] for _, k, _ in layers}
+        if len(keys) != 1:  # none (every layer was large), or prompts of different lengths in one call
+            return [self._maps_together([layer])[0] for layer in layers]
+        shapes = [q.shape[1:3] for q, _, _ in layers]  # (heads, N)
+        starts = list(itertools.accumulate((heads * n for heads, n in shapes), initial=0))
+        scores = np.empty((starts[-1], keys.pop()), np.float32)
+        for (q, k, scale), start, end in zip(layers, starts, starts[1:]):
+            block = scores[start:end].reshape(*q.shape[1:3], -1)  # (heads, N, 77): a view
+            np.matmul(_numpy(q)[0], _numpy(k)[0].swapaxes(1, 2), out=block)
+            block *= scale
+        probs = torch.softmax(torch.from_numpy(scores), dim=1)[:, : self.tokens].numpy()  # every row at once
+        return self._arranged(probs, shapes)
+
+    def _arranged(self, probs: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+        """Layers' weights, heads × N rows of `tokens` each, one layer after the other (`shapes`: their
+        heads and N) -> each layer's (tokens + 1, h, w): averaged over its heads, the padding's weight
+        as one more row (every weight row sums to 1), laid out as the layer's feature map."""
+        averaged = np.empty((sum(n for _, n in shapes), probs.shape[1]), np.float32)  # (Σ N, tokens)
+        rows = list(itertools.accumulate((heads * n for heads, n in shapes), initial=0))
+        at = list(itertools.accumulate((n for _, n in shapes), initial=0))
+        for (heads, n), start, first, last in zip(shapes, rows, at, at[1:]):
+            np.add.reduce(probs[start : start + heads * n].reshape(heads, n, -1), axis=0, out=averaged[first:last])
+        averaged /= np.repeat([heads for heads, _ in shapes], [n for _, n in shapes])[:, None]
+        laid = np.concatenate([averaged, 1 - averaged.sum(axis=1, keepdims=True)], axis=1).T  # (tokens + 1, Σ N)
+        return [laid[:, first:last].reshape(-1, *self.feature_size(last - first)) for first, last in itertools.pairwise(at)]
 
     def feature_size(self, tokens: int) -> tuple[int, int]:
         """A layer's feature map (h, w) from its number of query tokens and the latent's size."""

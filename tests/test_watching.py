@@ -333,8 +333,8 @@ def test_an_output_changed_in_place_later_is_measured_as_returned():
 
 
 def test_maps_taken_together_equal_maps_taken_one_by_one(tmp_path, monkeypatch):
-    """The maps of layers of the same size are computed together; computed one layer at a time, in
-    the attention call itself, they are the same maps."""
+    """The maps of the small layers are computed together, in numpy, when the step ends; computed one
+    layer at a time in torch, in the attention call itself, they are the same maps."""
     from explorer.capture.activity import AttentionMaps
 
     together = generate(tiny(attention_maps=True, steps=2), tmp_path / "together")

@@ -95,11 +95,6 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return found if found.dtype == np.float32 else found.astype(np.float32)
 
 
-def _together(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Tensors one after the other along their first dimension (one alone as it is)."""
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
-
-
 Found = tuple[int, float, float, float]  # n, mean, Σ(x − mean)², Σ|x|
 
 
@@ -126,7 +121,7 @@ def batch_moments(tensors: list[torch.Tensor], halves: int) -> list[Found]:
         x = np.concatenate(flat, dtype=np.float32)
     except (TypeError, RuntimeError):
         flat = [t.detach().reshape(parts, -1)[parts - 1] for t in tensors]
-        x = _together(flat).float().cpu().numpy()
+        x = torch.cat(flat).float().cpu().numpy()
     sizes = [len(f) for f in flat]
     starts = list(itertools.accumulate(sizes[:-1], initial=0))
     return _finished(tensors, halves, sizes, *(np.add.reduceat(v, starts).tolist() for v in (x, np.abs(x), x * x)))

@@ -332,6 +332,29 @@ def test_an_output_changed_in_place_later_is_measured_as_returned():
     undo()
 
 
+def test_an_in_place_module_and_the_module_before_it_are_each_measured():
+    """An in-place activation (`ReLU(inplace=True)`) returns the very tensor the module before it
+    returned, changed: each of the two is measured as it returned it, in every call."""
+    import torch
+    from torch import nn
+
+    from explorer.capture.activity import BlockActivity
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 8))
+    activity = BlockActivity(model, depth=1)
+    undo = activity.install()
+    with torch.no_grad():
+        for seed in range(3):
+            x = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
+            model(x)
+            stats, _ = activity.take()
+            before = model[0](x)
+            for path, want in (("0", reference_stats(before)), ("1", reference_stats(before.relu()))):
+                for key in ("mean", "std", "abs"):
+                    assert stats[path][key] == pytest.approx(want[key], abs=1e-5), (seed, path, key)
+    undo()
+
+
 def test_maps_taken_together_equal_maps_taken_one_by_one(tmp_path, monkeypatch):
     """The maps of the small layers are computed together, in numpy, when the step ends; computed one
     layer at a time in torch, in the attention call itself, they are the same maps."""

@@ -147,13 +147,14 @@ class BlockActivity:
     """Statistics of every watched module's output, per UNet call.
 
     The modules' outputs are kept as they return (`after_forward`) and measured together when the
-    UNet call ends (`batch_moments`), a skip tensor that is also a watched module's output only once.
-    An output of 32,768 elements or more is measured at once instead (`moments`): from that size on
-    its arithmetic outweighs the operations' cost (PyTorch splits such work across threads), and
-    holding it would cost memory (SD1.5). The first call copies what it keeps and notes the outputs
-    that the rest of the call changes in place (a T2I-adapter's residual added to a down block's
-    output): those are copied in every call, so every number describes the output as its module
-    returned it.
+    UNet call ends (`batch_moments`). A tensor returned again unchanged (a skip tensor that is also a
+    watched module's output, a block handing on its last module's output) is measured once; one
+    returned again changed in place (by `ReLU(inplace=True)`) counts as a new output. An output of
+    32,768 elements or more is measured at once instead (`moments`): from that size on its arithmetic
+    outweighs the operations' cost (PyTorch splits such work across threads), and holding it would
+    cost memory (SD1.5). The first call copies what it keeps and notes the outputs that the rest of
+    the call changes in place (a T2I-adapter's residual added to a down block's output): those are
+    copied in every call, so every number describes the output as its module returned it.
     """
 
     AT_ONCE = 1 << 15  # elements: measured as the module returns, not kept until the call ends
@@ -163,7 +164,7 @@ class BlockActivity:
         self.paths = [path for path, d in called_depths(unet).items() if d <= depth]
         self.halves = 2  # set by the watcher before each UNet call: 2 with classifier-free guidance
         self.calls = 0  # UNet calls seen
-        self.kept: dict[int, tuple[torch.Tensor, torch.Tensor, int, list]] = {}  # id -> (output, copy, version, keys)
+        self.kept: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, int, list]] = {}  # (id, version) -> ...
         self.copied: set[tuple[str, str]] = set()  # outputs changed in place after their module returned
         self.measured: dict[tuple[str, str], Found] = {}  # (kind, name) -> moments
 
@@ -193,15 +194,19 @@ class BlockActivity:
                 rms[name] = round(((square_sum + n * mean * mean) / n) ** 0.5, 5)
         return stats, rms
 
-    def _keep(self, key: tuple[str, str], t: torch.Tensor) -> None:
-        seen = self.kept.get(id(t))
-        if seen is not None:  # a skip tensor that is also a module's output
+    def _keep(self, key: tuple[str, str], t: torch.Tensor | None) -> None:
+        if t is None or not t.is_floating_point():
+            return
+        seen = self.kept.get((id(t), t._version))  # _version: bumped by every in-place change
+        if seen is not None:  # a skip tensor that is also a module's output, unchanged since
             seen[3].append(key)
-        elif t.numel() >= self.AT_ONCE:
+            return
+        n = t.numel()
+        if n >= self.AT_ONCE:
             self.measured[key] = moments(t, self.halves)
-        elif t.numel():
+        elif n:
             copy = t.detach().clone() if self.calls == 0 or key in self.copied else t
-            self.kept[id(t)] = (t, copy, t._version, [key])  # _version: bumped by every in-place change
+            self.kept[id(t), t._version] = (t, copy, t._version, [key])
 
     def _call_ended(self, module, args, output) -> None:
         kept, self.kept = list(self.kept.values()), {}
@@ -219,12 +224,12 @@ class BlockActivity:
 
         def hook(output) -> None:
             if stats:
-                t = _first_tensor(output)
-                if t is not None and t.is_floating_point():
-                    keep(block, t)
-            if skips and path == "conv_in":
+                keep(block, output if type(output) is torch.Tensor else _first_tensor(output))
+            if not skips:
+                return
+            if path == "conv_in":
                 keep(("skip", path), output)
-            elif skips and isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], (tuple, list)):
+            elif isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], (tuple, list)):
                 for k, t in enumerate(output[1]):  # a down block's skip tensors
                     keep(("skip", f"{path}[{k}]"), t)
 

@@ -300,59 +300,68 @@ def test_block_activity_is_each_modules_own_output(tmp_path, monkeypatch, at_onc
                 assert rms == pytest.approx(own[name], abs=1.5e-5), (step["index"], name)
 
 
-def test_an_output_changed_in_place_later_is_measured_as_returned():
+class ChangesItsChildsOutput:
     """A parent that adds to its child's output in place (as diffusers does with a T2I-adapter's
-    residuals): every call measures the child's output as the child returned it."""
+    residuals), after the child returned it."""
+
+    @staticmethod
+    def model():
+        from torch import nn
+
+        class Parent(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.child, self.after = nn.Linear(8, 8), nn.Linear(8, 8)
+
+            def forward(self, x):
+                y = self.child(x)
+                y += 100.0  # in place, after the child's hook has seen y
+                return self.after(y)
+
+        return Parent()
+
+    @staticmethod
+    def returned(model, x) -> dict:
+        return {"child": model.child(x)}
+
+
+class InPlaceActivation:
+    """`ReLU(inplace=True)` returns the very tensor the module before it returned, changed."""
+
+    @staticmethod
+    def model():
+        from torch import nn
+
+        return nn.Sequential(nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 8))
+
+    @staticmethod
+    def returned(model, x) -> dict:
+        before = model[0](x)
+        return {"0": before, "1": before.relu()}
+
+
+@pytest.mark.parametrize("case", [ChangesItsChildsOutput, InPlaceActivation], ids=lambda c: c.__name__)
+def test_an_output_changed_in_place_later_is_measured_as_returned(case):
+    """Every call measures each module's output as the module returned it, whatever changes that
+    tensor in place afterwards."""
     import torch
-    from torch import nn
 
     from explorer.capture.activity import BlockActivity
 
-    class Parent(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.child, self.after = nn.Linear(8, 8), nn.Linear(8, 8)
-
-        def forward(self, x):
-            y = self.child(x)
-            y += 100.0  # in place, after the child's hook has seen y
-            return self.after(y)
-
-    model = Parent()
-    activity = BlockActivity(model, depth=1)
-    undo = activity.install()
+    model = case.model()
+    inputs = [torch.randn(4, 8, generator=torch.Generator().manual_seed(seed)) for seed in range(3)]
     with torch.no_grad():
-        for seed in range(3):
-            x = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
+        returned = [case.returned(model, x) for x in inputs]  # before watching
+        activity = BlockActivity(model, depth=1)
+        undo = activity.install()
+        for call, (x, outputs) in enumerate(zip(inputs, returned)):
             model(x)
             stats, _ = activity.take()
-            want = reference_stats(model.child(x))
-            assert stats["child"]["mean"] == pytest.approx(want["mean"], abs=1e-5), seed
-            assert stats["child"]["std"] == pytest.approx(want["std"], abs=1e-5), seed
-    undo()
-
-
-def test_an_in_place_module_and_the_module_before_it_are_each_measured():
-    """An in-place activation (`ReLU(inplace=True)`) returns the very tensor the module before it
-    returned, changed: each of the two is measured as it returned it, in every call."""
-    import torch
-    from torch import nn
-
-    from explorer.capture.activity import BlockActivity
-
-    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 8))
-    activity = BlockActivity(model, depth=1)
-    undo = activity.install()
-    with torch.no_grad():
-        for seed in range(3):
-            x = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
-            model(x)
-            stats, _ = activity.take()
-            before = model[0](x)
-            for path, want in (("0", reference_stats(before)), ("1", reference_stats(before.relu()))):
+            for path, output in outputs.items():
+                want = reference_stats(output)
                 for key in ("mean", "std", "abs"):
-                    assert stats[path][key] == pytest.approx(want[key], abs=1e-5), (seed, path, key)
-    undo()
+                    assert stats[path][key] == pytest.approx(want[key], abs=1e-5), (call, path, key)
+        undo()
 
 
 def test_maps_taken_together_equal_maps_taken_one_by_one(tmp_path, monkeypatch):

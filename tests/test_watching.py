@@ -379,9 +379,9 @@ def test_maps_taken_together_equal_maps_taken_one_by_one(tmp_path, monkeypatch):
 
 
 def test_maps_computed_together_match_the_softmax_in_float64(tiny_models):
-    """Layers of different sizes, head counts and prompt lengths handed over in one UNet call: each
-    layer's map is its softmax(QKᵀ · scale) averaged over the heads, as float64 computes it, the
-    padding's row the rest of each weight row."""
+    """Layers of different sizes, head counts, prompt lengths and masks (none, added to the scores,
+    boolean) handed over in one UNet call: each layer's map is its softmax(QKᵀ · scale + mask)
+    averaged over the heads, as float64 computes it, the padding's row the rest of each weight row."""
     import torch
 
     from explorer.capture.activity import AttentionMaps
@@ -391,16 +391,52 @@ def test_maps_computed_together_match_the_softmax_in_float64(tiny_models):
     g = torch.Generator().manual_seed(0)
     shapes = [(2, 64, 8, 77), (4, 16, 8, 77), (2, 4, 16, 77), (2, 64, 8, 90)]  # heads, N, d, keys
     layers = [(torch.randn(1, h, n, d, generator=g), torch.randn(1, h, k, d, generator=g), d**-0.5) for h, n, d, k in shapes]
+    masks = [None, torch.zeros(1, 4, 1, 77).index_fill_(3, torch.tensor([2, 40]), -10000.0),
+             torch.rand(1, 2, 4, 77, generator=g) > 0.3, None]
+    masks[2][..., 0] = True  # every row attends to something
     for sizes in (shapes[:3], shapes):  # one prompt length, then two
-        for k, (q, key, scale) in enumerate(layers[: len(sizes)]):
-            maps._take_for(f"layer{k}")(q, key, scale)
+        for k, ((q, key, scale), mask) in enumerate(zip(layers[: len(sizes)], masks)):
+            maps._take_for(f"layer{k}")(q, key, scale, mask)
         taken = maps.take()
         assert [path for path, _ in taken] == [f"layer{k}" for k in range(len(sizes))]
-        for (q, key, scale), (_, found) in zip(layers, taken):
-            weights = torch.softmax(q.double() @ key.double().transpose(-1, -2) * scale, dim=-1)[0].mean(0)  # (N, keys)
+        for (q, key, scale), mask, (_, found) in zip(layers, masks, taken):
+            scores = q.double() @ key.double().transpose(-1, -2) * scale
+            if mask is not None:
+                scores = scores.masked_fill(~mask, -torch.inf) if mask.dtype == torch.bool else scores + mask
+            weights = torch.softmax(scores, dim=-1)[0].mean(0)  # (N, keys)
             side = int(q.shape[2] ** 0.5)
             want = torch.cat([weights[:, :5], 1 - weights[:, :5].sum(1, keepdim=True)], 1).T.reshape(6, side, side)
             assert found.shape == (6, side, side) and np.allclose(found, want.numpy(), atol=1e-6)
+
+
+def test_maps_follow_the_prompts_attention_mask(tiny_models, monkeypatch):
+    """A UNet called with an `encoder_attention_mask`: a masked token gets no weight in any layer's
+    map, in the layers computed together and in those computed at once, as it gets none in the
+    attention itself; unmasked, it gets some."""
+    import torch
+
+    from explorer.capture.activity import AttentionMaps
+
+    unet = tiny_models["unet"]
+    g = torch.Generator().manual_seed(0)
+    latent = torch.randn(1, unet.config.in_channels, 16, 16, generator=g)
+    context = torch.randn(1, 77, unet.config.cross_attention_dim, generator=g)
+    keep = torch.ones(1, 77)
+    keep[0, 2] = 0  # the second word
+    for at_once in (1 << 15, 0):
+        monkeypatch.setattr(AttentionMaps, "AT_ONCE", at_once)
+        maps = AttentionMaps(unet, tokens=4)
+        maps.halves, maps.latent = 1, (16, 16)
+        undo = maps.install()
+        with torch.no_grad():
+            for mask in (keep, None):
+                unet(latent, 10, encoder_hidden_states=context, encoder_attention_mask=mask)
+                taken = maps.take()
+                assert taken
+                for path, found in taken:
+                    word = float(found[2].max())
+                    assert word < 1e-6 if mask is not None else word > 1e-3, (at_once, path, mask is None)
+        undo()
 
 
 def test_maps_files_of_earlier_runs_read_the_same(mapped, tmp_path):

@@ -278,36 +278,43 @@ class AttentionMaps:
         return found
 
     def _take_for(self, path: str):
-        def take(query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
+        def take(query: torch.Tensor, key: torch.Tensor, scale: float, mask: torch.Tensor | None = None) -> None:
             first = prompt_start(query, self.halves)  # the prompt half's first image
             q, k = query[first : first + 1], key[first : first + 1]  # (1, heads, N, d), (1, heads, 77, d)
-            self.kept.append((path, self._maps(q, k, scale) if q.numel() >= self.AT_ONCE else (q, k, scale)))
+            if mask is not None and mask.shape[0] > 1:  # (B, heads, 1 or N, 77) -> the same image's
+                mask = mask[first : first + 1]
+            layer = (q, k, scale, mask)
+            self.kept.append((path, self._maps(*layer) if q.numel() >= self.AT_ONCE else layer))
 
         return take
 
-    def _maps(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> np.ndarray:
+    def _maps(self, q: torch.Tensor, k: torch.Tensor, scale: float, mask: torch.Tensor | None) -> np.ndarray:
         """One large layer's (1, heads, N, d) query and (1, heads, 77, d) key -> (tokens + 1, h, w), in
         torch: its arithmetic outweighs the operations' cost, and PyTorch spreads it over its threads."""
         from explorer.capture.attention import attention_probabilities
 
-        probs = attention_probabilities(q.float(), k.float(), scale)[0, ..., : self.tokens]  # (heads, N, tokens)
+        probs = attention_probabilities(q.float(), k.float(), scale, mask)[0, ..., : self.tokens]  # (heads, N, tokens)
         return self._arranged(probs.reshape(-1, probs.shape[-1]).cpu().numpy(), [q.shape[1:3]])[0]
 
     def _maps_together(self, layers: list[tuple]) -> list[np.ndarray]:
         """Many small layers' maps in a handful of numpy operations whatever their number (at micro's
         sizes an operation costs more than its arithmetic, and a numpy one a fraction of a torch one):
-        every layer's scores QKᵀ · scale, heads × N rows of 77 each, into one array, then one softmax
-        over all the rows."""
-        keys = {k.shape[2] for _, k, _ in layers}
+        every layer's scores QKᵀ · scale (+ its mask), heads × N rows of 77 each, into one array, then
+        one softmax over all the rows."""
+        from explorer.capture.attention import additive_mask
+
+        keys = {k.shape[2] for _, k, _, _ in layers}
         if len(keys) != 1:  # none (every layer was large), or prompts of different lengths in one call
             return [self._maps_together([layer])[0] for layer in layers]
-        shapes = [q.shape[1:3] for q, _, _ in layers]  # (heads, N)
+        shapes = [q.shape[1:3] for q, _, _, _ in layers]  # (heads, N)
         starts = list(itertools.accumulate((heads * n for heads, n in shapes), initial=0))
         scores = np.empty((starts[-1], keys.pop()), np.float32)
-        for (q, k, scale), start, end in zip(layers, starts, starts[1:]):
+        for (q, k, scale, mask), start, end in zip(layers, starts, starts[1:]):
             block = scores[start:end].reshape(*q.shape[1:3], -1)  # (heads, N, 77): a view
             np.matmul(_numpy(q)[0], _numpy(k)[0].swapaxes(1, 2), out=block)
             block *= scale
+            if mask is not None:  # (1, heads, 1 or N, 77)
+                block += _numpy(additive_mask(mask))[0]
         probs = torch.softmax(torch.from_numpy(scores), dim=1)[:, : self.tokens].numpy()  # every row at once
         return self._arranged(probs, shapes)
 

@@ -87,17 +87,28 @@ def attention_steps(
     )
 
 
-def attention_probabilities(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax(QKᵀ · scale): (B, heads, N_q, N_k) from query (B, heads, N_q, d) and key (B, heads,
-    N_k, d). Materialized on purpose: only for cross-attention, whose N_k is 77."""
-    return torch.softmax(query @ key.transpose(-1, -2) * scale, dim=-1)
+def attention_probabilities(
+    query: torch.Tensor, key: torch.Tensor, scale: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(QKᵀ · scale + mask): (B, heads, N_q, N_k) from query (B, heads, N_q, d) and key (B,
+    heads, N_k, d). Materialized on purpose: only for cross-attention, whose N_k is 77. `mask` as
+    scaled-dot-product attention takes it: added to the scores, or boolean (True: attended)."""
+    scores = query @ key.transpose(-1, -2) * scale
+    if mask is not None:
+        scores = scores + additive_mask(mask)
+    return torch.softmax(scores, dim=-1)
 
 
-def attention_weights(query: torch.Tensor, key: torch.Tensor, scale: float, keep: int | None = None) -> torch.Tensor:
-    """`attention_probabilities` averaged over the heads: (B, N_q, N_k); with `keep`, only the first
-    `keep` keys' weights, (B, N_q, keep), still normalized over all keys."""
-    weights = attention_probabilities(query, key, scale)  # (B, heads, N_q, N_k)
-    return (weights if keep is None else weights[..., :keep]).mean(dim=1)
+def additive_mask(mask: torch.Tensor) -> torch.Tensor:
+    """An attention mask as the scores' addend: a boolean one's False becomes −∞."""
+    if mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+def attention_weights(query: torch.Tensor, key: torch.Tensor, scale: float, mask: torch.Tensor | None = None):
+    """`attention_probabilities` averaged over the heads: (B, N_q, N_k)."""
+    return attention_probabilities(query, key, scale, mask).mean(dim=1)
 
 
 # -- diffusers ---------------------------------------------------------------------------------------
@@ -110,12 +121,13 @@ STOCK_PROCESSORS = {"AttnProcessor2_0", "AttnProcessor"}
 class RecordingAttnProcessor:
     """diffusers' `AttnProcessor2_0`, step for step, recording the head split, scores and merge.
 
-    With `on_cross` (a function of query and key, both (B, heads, N, d), and the attention's scale),
-    every cross-attention also hands its query and key to it before attending: that is how the
-    cross-attention maps are taken, beside the real computation, which stays exactly the stock one.
+    With `on_cross` (a function of query and key, both (B, heads, N, d), the attention's scale and
+    its mask, None or (B, heads, 1 or N_q, N_k)), every cross-attention also hands them to it before
+    attending: that is how the cross-attention maps are taken, beside the real computation, which
+    stays exactly the stock one.
     """
 
-    def __init__(self, on_cross: Callable[[torch.Tensor, torch.Tensor, float], None] | None = None):
+    def __init__(self, on_cross: Callable[[torch.Tensor, torch.Tensor, float, Any], None] | None = None):
         self.on_cross = on_cross
 
     def __call__(
@@ -180,7 +192,7 @@ class RecordingAttnProcessor:
             key = attn.norm_k(key)
 
         if self.on_cross is not None and not self_attention:
-            self.on_cross(query, key, attn.scale)
+            self.on_cross(query, key, attn.scale, attention_mask)
         attended = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
         )  # (B, heads, N_q, d)
@@ -320,7 +332,7 @@ def cross_attention(model: nn.Module) -> dict[str, nn.Module]:
 
 def hand_over_cross_attention(layers: dict[str, nn.Module], on_cross_of: Callable[[str], Callable]) -> Callable[[], None]:
     """Switch each of `layers` (path -> attention module) to the recording processor, handing its
-    query and key to `on_cross_of(path)` at every call; returns the function that puts the previous
+    query, key, scale and mask to `on_cross_of(path)` at every call; returns the function that puts the previous
     processors back."""
     previous = {m: m.processor for m in layers.values()}
     for path, m in layers.items():

@@ -295,10 +295,10 @@ class WordAttention:
 
         return hand_over_cross_attention(self.layers, lambda path: self._keep)
 
-    def _keep(self, query, key, scale) -> None:
+    def _keep(self, query, key, scale, mask) -> None:
         from explorer.capture.attention import attention_weights
 
-        self.maps.append(attention_weights(query, key, scale))  # (B, N, 77)
+        self.maps.append(attention_weights(query, key, scale, mask))  # (B, N, 77)
 
 
 @lru_cache(maxsize=None)

@@ -135,7 +135,7 @@ def test_a_forward_already_wrapped_is_seen_and_put_back():
         return torch.nn.Linear.forward(layer, x)
 
     layer.forward = offloaded
-    undo = after_forward(layer, seen.append)
+    undo = after_forward(layer, {"layer": seen.append}, "layer")
     out = layer(torch.ones(1, 3))
     assert len(calls) == 1 and seen == [out]
     assert list(inspect.signature(layer.forward).parameters) == ["x"]
@@ -362,6 +362,45 @@ def test_an_output_changed_in_place_later_is_measured_as_returned(case):
                 for key in ("mean", "std", "abs"):
                     assert stats[path][key] == pytest.approx(want[key], abs=1e-5), (call, path, key)
         undo()
+
+
+def test_a_call_that_fails_leaves_nothing_for_the_next():
+    """From the second call on, outputs wait in lists until the call ends; a call that raises never
+    ends: what it left is forgotten, and the next call's numbers are its own."""
+    import torch
+    from torch import nn
+
+    from explorer.capture.activity import BlockActivity
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = nn.Linear(8, 8), nn.Linear(8, 8)
+            self.fail = self.skip_first = False
+
+        def forward(self, x):
+            if not self.skip_first:
+                x = self.first(x)
+            if self.fail:
+                raise RuntimeError("stopped")
+            return self.second(x)
+
+    model, x = Model(), torch.randn(4, 8)
+    activity = BlockActivity(model, depth=1)
+    undo = activity.install()
+    with torch.no_grad():
+        model(x)
+        assert set(activity.take()[0]) == {"first", "second"}
+        model.fail = True
+        with pytest.raises(RuntimeError):
+            model(x)  # `first` returned, then the call stopped
+        activity.take()
+        model.fail, model.skip_first = False, True
+        model(x)
+        stats, _ = activity.take()
+    undo()
+    assert set(stats) == {"second"}
+    assert stats["second"]["mean"] == pytest.approx(reference_stats(model.second(x))["mean"], abs=1e-5)
 
 
 def test_maps_taken_together_equal_maps_taken_one_by_one(tmp_path, monkeypatch):

@@ -60,17 +60,18 @@ def wrap_on_instance(obj: Any, name: str, wrapper_of: Callable[[Callable], Calla
     return undo
 
 
-def after_forward(module: nn.Module, seen: Callable[[Any], None]) -> Callable[[], None]:
-    """Call `seen(output)` after every forward of `module`, as a forward hook would, from a wrapper
-    of the module's own forward (`wrap_on_instance`): a module with hooks is called the slow way,
-    which for micro's 48 watched modules cost 2 % of a step, a wrapper nothing measurable. Returns
-    the undo."""
+def after_forward(module: nn.Module, on_return: dict[str, Callable[[Any], None]], path: str) -> Callable[[], None]:
+    """Call `on_return[path](output)` after every forward of `module`, as a forward hook would, from
+    a wrapper of the module's own forward (`wrap_on_instance`): a module with hooks is called the
+    slow way, which for micro's 48 watched modules cost 2 % of a step, a wrapper nothing measurable.
+    The entry is looked up at every call, so it can be replaced while installed (by a list's
+    `append`, say, which runs no Python code). Returns the undo."""
 
     def wrapper_of(forward: Callable) -> Callable:
         @functools.wraps(forward)  # inspect.signature still sees the module's own
         def watched(*args, **kwargs):
             output = forward(*args, **kwargs)
-            seen(output)
+            on_return[path](output)
             return output
 
         return watched
@@ -155,6 +156,12 @@ class BlockActivity:
     cost memory (SD1.5). The first call copies what it keeps and notes the outputs that the rest of
     the call changes in place (a T2I-adapter's residual added to a down block's output): those are
     copied in every call, so every number describes the output as its module returned it.
+
+    From the second call on, a module whose outputs the first call neither copied nor measured at
+    once only puts its output in a list as it returns (no Python code runs there), and the lists are
+    looked at when the call ends: inside a pipeline the watchers' code has left the caches by the
+    time each module returns, while at the end the same work runs in one loop. For micro's 48
+    modules: 0.28 ms a step as they return, 0.10 to 0.14 ms at the end.
     """
 
     AT_ONCE = 1 << 15  # elements: measured as the module returns, not kept until the call ends
@@ -167,17 +174,23 @@ class BlockActivity:
         self.kept: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, int, list]] = {}  # (id, version) -> ...
         self.copied: set[tuple[str, str]] = set()  # outputs changed in place after their module returned
         self.measured: dict[tuple[str, str], Found] = {}  # (kind, name) -> moments
+        self.hooks: dict[str, Callable[[Any], None]] = {}  # path -> what its output is looked at with
+        self.on_return: dict[str, Callable[[Any], None]] = {}  # path -> its hook, or a waiting list's append
+        self.waiting: list[tuple[Callable[[Any], None], list]] = []  # (hook, outputs returned this call)
 
     def install(self) -> Callable[[], None]:
         modules = dict(self.unet.named_modules())
         skip_sources = {"conv_in", *(p for p in modules if p.startswith("down_blocks.") and p.count(".") == 1)}
         watched = [*self.paths, *sorted(skip_sources & set(modules) - set(self.paths))]
-        undos = [after_forward(modules[p], self._hook_of(p, p in self.paths, p in skip_sources)) for p in watched]
+        self.hooks = {p: self._hook_of(p, p in self.paths, p in skip_sources) for p in watched}
+        self.on_return = dict(self.hooks)
+        undos = [after_forward(modules[p], self.on_return, p) for p in watched]
         undos.append(self.unet.register_forward_hook(self._call_ended).remove)
 
         def undo() -> None:
             for one in reversed(undos):
                 one()
+            self._forget_waiting()
 
         return undo
 
@@ -185,6 +198,8 @@ class BlockActivity:
         """What the last UNet call produced, as numbers, and a fresh start for the next one:
         path -> mean, std (unbiased, as torch.std) and mean absolute value; skip tensor -> RMS."""
         measured, self.measured, self.kept = self.measured, {}, {}
+        if any(outputs for _, outputs in self.waiting):  # a call that did not end (an exception)
+            self._forget_waiting()
         stats, rms = {}, {}
         for (kind, name), (n, mean, square_sum, abs_sum) in measured.items():
             if kind == "block":
@@ -209,13 +224,31 @@ class BlockActivity:
             self.kept[id(t), t._version] = (t, copy, t._version, [key])
 
     def _call_ended(self, module, args, output) -> None:
+        for hook, outputs in self.waiting:
+            for one in outputs:
+                hook(one)
+            outputs.clear()
         kept, self.kept = list(self.kept.values()), {}
         if self.calls == 0:
             self.copied = {key for t, _, version, keys in kept if t._version != version for key in keys}
+            self._let_wait({name.split("[")[0] for _, name in self.copied | set(self.measured)})
         if kept:
             for (_, _, _, keys), found in zip(kept, batch_moments([copy for _, copy, _, _ in kept], self.halves)):
                 self.measured.update(dict.fromkeys(keys, found))
         self.calls += 1
+
+    def _let_wait(self, not_these: set[str]) -> None:
+        """From now on, the watched modules but `not_these` (paths) put their outputs in a list as
+        they return, looked at when the call ends."""
+        for path, hook in self.hooks.items():
+            if path not in not_these:
+                outputs: list = []
+                self.waiting.append((hook, outputs))
+                self.on_return[path] = outputs.append
+
+    def _forget_waiting(self) -> None:
+        for _, outputs in self.waiting:
+            outputs.clear()
 
     def _hook_of(self, path: str, stats: bool, skips: bool) -> Callable[[Any], None]:
         """One per module, called after its forward: its output's statistics, and the skip tensors

@@ -273,10 +273,12 @@ class AttentionMaps:
     """Cross-attention weights per layer call: (tokens + 1, h, w) for the first image of the prompt
     half: the prompt's first `tokens` tokens (start, words, end), then all the padding together.
 
-    Each layer hands over its query and key; `take()` computes the maps of all of them together
-    (a matmul each into one array of scores, then one softmax for micro's ten layers). A layer whose
-    query has 32,768 elements or more (SD1.5, SDXL) is computed at once instead: its arithmetic
-    outweighs the operations' cost, and holding its query would cost memory.
+    Each layer hands over its query and key, kept as they are; `take()` computes the maps of all of
+    them together (a matmul each into one array of scores, then one softmax for micro's ten layers).
+    Inside a pipeline the hand-over runs with its code out of the caches, so it does nothing more
+    (taking the prompt half's first image there as well cost micro 0.1 ms a step). A layer whose
+    query has 32,768 elements or more an image (SD1.5, SDXL) is computed at once instead: its
+    arithmetic outweighs the operations' cost, and holding its query would cost memory.
     """
 
     AT_ONCE = 1 << 15  # query elements
@@ -289,7 +291,7 @@ class AttentionMaps:
         self.halves = 2
         self.latent: tuple[int, int] = (0, 0)  # the UNet input's (H, W), set by the watcher
         self.layers = cross_attention(unet)
-        self.kept: list[tuple[str, Any]] = []  # (path, (query, key, scale) or maps), in call order
+        self.kept: list[tuple[str, Any]] = []  # (path, (query, key, scale, mask, halves) or maps), in call order
 
     @property
     def available(self) -> bool:
@@ -312,12 +314,14 @@ class AttentionMaps:
 
     def _take_for(self, path: str):
         def take(query: torch.Tensor, key: torch.Tensor, scale: float, mask: torch.Tensor | None = None) -> None:
+            # query (B, heads, N, d), key (B, heads, 77, d), mask None or (B, heads, 1 or N, 77)
+            if query.numel() < self.AT_ONCE * len(query):  # small: kept as it is until the step ends
+                self.kept.append((path, (query, key, scale, mask, self.halves)))
+                return
             first = prompt_start(query, self.halves)  # the prompt half's first image
-            q, k = query[first : first + 1], key[first : first + 1]  # (1, heads, N, d), (1, heads, 77, d)
-            if mask is not None and mask.shape[0] > 1:  # (B, heads, 1 or N, 77) -> the same image's
+            if mask is not None and len(mask) > 1:
                 mask = mask[first : first + 1]
-            layer = (q, k, scale, mask)
-            self.kept.append((path, self._maps(*layer) if q.numel() >= self.AT_ONCE else layer))
+            self.kept.append((path, self._maps(query[first : first + 1], key[first : first + 1], scale, mask)))
 
         return take
 
@@ -332,22 +336,24 @@ class AttentionMaps:
     def _maps_together(self, layers: list[tuple]) -> list[np.ndarray]:
         """Many small layers' maps in a handful of numpy operations whatever their number (at micro's
         sizes an operation costs more than its arithmetic, and a numpy one a fraction of a torch one):
-        every layer's scores QKᵀ · scale (+ its mask), heads × N rows of 77 each, into one array, then
-        one softmax over all the rows."""
+        every layer's scores QKᵀ · scale (+ its mask) for the prompt half's first image, heads × N rows
+        of 77 each, into one array, then one softmax over all the rows. A layer: query, key, scale and
+        mask as the attention handed them over, and the halves of the batch then."""
         from explorer.capture.attention import additive_mask
 
-        keys = {k.shape[2] for _, k, _, _ in layers}
+        keys = {k.shape[2] for _, k, _, _, _ in layers}
         if len(keys) != 1:  # none (every layer was large), or prompts of different lengths in one call
             return [self._maps_together([layer])[0] for layer in layers]
-        shapes = [q.shape[1:3] for q, _, _, _ in layers]  # (heads, N)
+        shapes = [q.shape[1:3] for q, _, _, _, _ in layers]  # (heads, N)
         starts = list(itertools.accumulate((heads * n for heads, n in shapes), initial=0))
         scores = np.empty((starts[-1], keys.pop()), np.float32)
-        for (q, k, scale, mask), start, end in zip(layers, starts, starts[1:]):
+        for (q, k, scale, mask, halves), start, end in zip(layers, starts, starts[1:]):
+            first = prompt_start(q, halves)
             block = scores[start:end].reshape(*q.shape[1:3], -1)  # (heads, N, 77): a view
-            np.matmul(_numpy(q)[0], _numpy(k)[0].swapaxes(1, 2), out=block)
+            np.matmul(_numpy(q)[first], _numpy(k)[first].swapaxes(1, 2), out=block)
             block *= scale
-            if mask is not None:  # (1, heads, 1 or N, 77)
-                block += _numpy(additive_mask(mask))[0]
+            if mask is not None:  # (B, heads, 1 or N, 77)
+                block += _numpy(additive_mask(mask))[first if len(mask) > 1 else 0]
         probs = torch.softmax(torch.from_numpy(scores), dim=1)[:, : self.tokens].numpy()  # every row at once
         return self._arranged(probs, shapes)
 

@@ -198,8 +198,7 @@ class BlockActivity:
         """What the last UNet call produced, as numbers, and a fresh start for the next one:
         path -> mean, std (unbiased, as torch.std) and mean absolute value; skip tensor -> RMS."""
         measured, self.measured, self.kept = self.measured, {}, {}
-        if any(outputs for _, outputs in self.waiting):  # a call that did not end (an exception)
-            self._forget_waiting()
+        self._forget_waiting()  # left by a call that did not end (an exception); else empty already
         stats, rms = {}, {}
         for (kind, name), (n, mean, square_sum, abs_sum) in measured.items():
             if kind == "block":
@@ -212,7 +211,8 @@ class BlockActivity:
     def _keep(self, key: tuple[str, str], t: torch.Tensor | None) -> None:
         if t is None or not t.is_floating_point():
             return
-        seen = self.kept.get((id(t), t._version))  # _version: bumped by every in-place change
+        version = t._version  # bumped by every in-place change
+        seen = self.kept.get((id(t), version))
         if seen is not None:  # a skip tensor that is also a module's output, unchanged since
             seen[3].append(key)
             return
@@ -221,7 +221,7 @@ class BlockActivity:
             self.measured[key] = moments(t, self.halves)
         elif n:
             copy = t.detach().clone() if self.calls == 0 or key in self.copied else t
-            self.kept[id(t), t._version] = (t, copy, t._version, [key])
+            self.kept[id(t), version] = (t, copy, version, [key])
 
     def _call_ended(self, module, args, output) -> None:
         for hook, outputs in self.waiting:

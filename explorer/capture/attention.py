@@ -106,7 +106,9 @@ def additive_mask(mask: torch.Tensor) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
-def attention_weights(query: torch.Tensor, key: torch.Tensor, scale: float, mask: torch.Tensor | None = None):
+def attention_weights(
+    query: torch.Tensor, key: torch.Tensor, scale: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """`attention_probabilities` averaged over the heads: (B, N_q, N_k)."""
     return attention_probabilities(query, key, scale, mask).mean(dim=1)
 
@@ -332,8 +334,8 @@ def cross_attention(model: nn.Module) -> dict[str, nn.Module]:
 
 def hand_over_cross_attention(layers: dict[str, nn.Module], on_cross_of: Callable[[str], Callable]) -> Callable[[], None]:
     """Switch each of `layers` (path -> attention module) to the recording processor, handing its
-    query, key, scale and mask to `on_cross_of(path)` at every call; returns the function that puts the previous
-    processors back."""
+    query, key, scale and mask to `on_cross_of(path)` at every call; returns the function that puts
+    the previous processors back."""
     previous = {m: m.processor for m in layers.values()}
     for path, m in layers.items():
         m.set_processor(RecordingAttnProcessor(on_cross=on_cross_of(path)))

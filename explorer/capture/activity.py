@@ -337,45 +337,40 @@ class AttentionMaps:
     def _maps(self, q: torch.Tensor, k: torch.Tensor, scale: float, mask: torch.Tensor | None) -> np.ndarray:
         """One large layer's (1, heads, N, d) query and (1, heads, 77, d) key -> (tokens + 1, h, w), in
         torch: its arithmetic outweighs the operations' cost, and PyTorch spreads it over its threads."""
-        from explorer.capture.attention import attention_probabilities
+        from explorer.capture.attention import attention_weights
 
-        probs = attention_probabilities(q.float(), k.float(), scale, mask)[0, ..., : self.tokens]  # (heads, N, tokens)
-        return self._arranged(probs.reshape(-1, probs.shape[-1]).cpu().numpy(), [q.shape[1:3]])[0]
+        averaged = attention_weights(q.float(), k.float(), scale, mask)[0, :, : self.tokens]  # (N, tokens)
+        return self._arranged(averaged.cpu().numpy(), [0, q.shape[2]])[0]
 
     def _maps_together(self, layers: list[tuple]) -> list[np.ndarray]:
         """Many small layers' maps in a handful of numpy operations whatever their number (at micro's
         sizes an operation costs more than its arithmetic, and a numpy one a fraction of a torch one):
-        every layer's scores QKᵀ · scale (+ its mask) for the prompt half's first image, heads × N rows
-        of 77 each, into one array, then one softmax over all the rows. A layer: query, key, scale and
-        mask as the attention handed them over, and the halves of the batch then."""
+        every layer's scores QKᵀ · scale (+ its mask) for the prompt half's first image into one array,
+        each head's rows of every layer side by side, then one softmax over all the rows and one mean
+        over the heads. A layer: query, key, scale and mask as the attention handed them over, and the
+        halves of the batch then."""
         from explorer.capture.attention import additive_mask
 
-        keys = {k.shape[2] for _, k, _, _, _ in layers}
-        if len(keys) != 1:  # none (every layer was large), or prompts of different lengths in one call
+        keys, heads = {k.shape[2] for _, k, _, _, _ in layers}, {q.shape[1] for q, _, _, _, _ in layers}
+        if len(keys) != 1 or len(heads) != 1:  # none (every layer was large), prompts of different
+            # lengths in one call, or layers with different numbers of heads (SD2.x, SDXL)
             return [self._maps_together([layer])[0] for layer in layers]
-        shapes = [q.shape[1:3] for q, _, _, _, _ in layers]  # (heads, N)
-        starts = list(itertools.accumulate((heads * n for heads, n in shapes), initial=0))
-        scores = np.empty((starts[-1], keys.pop()), np.float32)
-        for (q, k, scale, mask, halves), start, end in zip(layers, starts, starts[1:]):
+        heads = heads.pop()
+        at = list(itertools.accumulate((q.shape[2] for q, _, _, _, _ in layers), initial=0))  # each layer's rows
+        scores = np.empty((heads, at[-1], keys.pop()), np.float32)  # (heads, Σ N, 77)
+        for (q, k, scale, mask, halves), start, end in zip(layers, at, at[1:]):
             first = prompt_start(q, halves)
-            block = scores[start:end].reshape(*q.shape[1:3], -1)  # (heads, N, 77): a view
-            np.matmul(_numpy(q)[first], _numpy(k)[first].swapaxes(1, 2), out=block)
-            block *= scale
+            key = _numpy(k)[first] * scale  # (heads, 77, d): scaled here, on 77 rows rather than N
+            np.matmul(_numpy(q)[first], key.swapaxes(1, 2), out=scores[:, start:end])  # (heads, N, 77), a view
             if mask is not None:  # (B, heads, 1 or N, 77)
-                block += _numpy(additive_mask(mask))[first if len(mask) > 1 else 0]
-        probs = torch.softmax(torch.from_numpy(scores), dim=1)[:, : self.tokens].numpy()  # every row at once
-        return self._arranged(probs, shapes)
+                scores[:, start:end] += _numpy(additive_mask(mask))[first if len(mask) > 1 else 0]
+        probs = torch.softmax(torch.from_numpy(scores), dim=2)[..., : self.tokens].numpy()  # every row at once
+        return self._arranged(np.add.reduce(probs, axis=0) / heads, at)  # (Σ N, tokens): the heads' mean
 
-    def _arranged(self, probs: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-        """Layers' weights, heads × N rows of `tokens` each, one layer after the other (`shapes`: their
-        heads and N) -> each layer's (tokens + 1, h, w): averaged over its heads, the padding's weight
-        as one more row (every weight row sums to 1), laid out as the layer's feature map."""
-        averaged = np.empty((sum(n for _, n in shapes), probs.shape[1]), np.float32)  # (Σ N, tokens)
-        rows = list(itertools.accumulate((heads * n for heads, n in shapes), initial=0))
-        at = list(itertools.accumulate((n for _, n in shapes), initial=0))
-        for (heads, n), start, first, last in zip(shapes, rows, at, at[1:]):
-            np.add.reduce(probs[start : start + heads * n].reshape(heads, n, -1), axis=0, out=averaged[first:last])
-        averaged /= np.repeat([heads for heads, _ in shapes], [n for _, n in shapes])[:, None]
+    def _arranged(self, averaged: np.ndarray, at: list[int]) -> list[np.ndarray]:
+        """Layers' weights averaged over the heads, one layer's N rows of `tokens` after the other (`at`:
+        where each starts, and the end) -> each layer's (tokens + 1, h, w): the padding's weight as one
+        more row (every weight row sums to 1), laid out as the layer's feature map."""
         laid = np.concatenate([averaged, 1 - averaged.sum(axis=1, keepdims=True)], axis=1).T  # (tokens + 1, Σ N)
         return [laid[:, first:last].reshape(-1, *self.feature_size(last - first)) for first, last in itertools.pairwise(at)]
 

@@ -26,13 +26,16 @@ def latent_pixels(latents: Sequence, factors: Sequence[Sequence[float]] = LATENT
     own size (one pixel per latent position; `upscaled` shows them bigger), mapped all at once:
     a watched run maps five every step. `factors`: the latent -> RGB map, 4 rows of (R, G, B) and
     maybe a fifth, a constant; SD1.x's by default (a micro model carries its own, fitted when it
-    was trained). numpy does the mapping: at these sizes it takes half the time torch does."""
+    was trained). numpy does the mapping: at these sizes it takes half the time torch does or less."""
     import numpy as np
     import torch
 
     factors = np.asarray(factors, dtype=np.float32)  # (4, 3), or (5, 3) with a constant
-    stacked = torch.stack([batch[0].detach() for batch in latents]).float().cpu().numpy()  # (k, 4, h, w)
-    rgb = np.einsum("kchw,cr->khwr", stacked, factors[:4])  # (k, h, w, 3) in about [-1, 1]
+    try:  # numpy views of CPU tensors
+        stacked = np.stack([batch.numpy()[0] for batch in latents]).astype(np.float32, copy=False)  # (k, 4, h, w)
+    except (TypeError, RuntimeError):  # on a GPU, bfloat16, needing grad
+        stacked = torch.stack([batch[0].detach() for batch in latents]).float().cpu().numpy()
+    rgb = stacked.transpose(0, 2, 3, 1) @ factors[:4]  # (k, h, w, 3) in about [-1, 1]
     if len(factors) == 5:
         rgb += factors[4]
     return np.rint((np.clip(rgb, -1, 1) + 1) * 127.5).astype(np.uint8)

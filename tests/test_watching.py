@@ -428,12 +428,13 @@ def test_maps_computed_together_match_the_softmax_in_float64(tiny_models):
     maps = AttentionMaps(tiny_models["unet"], tokens=5)
     maps.halves, maps.latent = 1, (8, 8)
     g = torch.Generator().manual_seed(0)
-    shapes = [(2, 64, 8, 77), (4, 16, 8, 77), (2, 4, 16, 77), (2, 64, 8, 90)]  # heads, N, d, keys
+    shapes = [(2, 64, 8, 77), (2, 16, 8, 77), (2, 4, 16, 77), (4, 16, 8, 77), (2, 64, 8, 90)]  # heads, N, d, keys
     layers = [(torch.randn(1, h, n, d, generator=g), torch.randn(1, h, k, d, generator=g), d**-0.5) for h, n, d, k in shapes]
-    masks = [None, torch.zeros(1, 4, 1, 77).index_fill_(3, torch.tensor([2, 40]), -10000.0),
-             torch.rand(1, 2, 4, 77, generator=g) > 0.3, None]
+    masks = [None, torch.zeros(1, 2, 1, 77).index_fill_(3, torch.tensor([2, 40]), -10000.0),
+             torch.rand(1, 2, 4, 77, generator=g) > 0.3, torch.zeros(1, 4, 16, 77).index_fill_(3, torch.tensor([3]), -50.0),
+             None]
     masks[2][..., 0] = True  # every row attends to something
-    for sizes in (shapes[:3], shapes):  # one prompt length, then two
+    for sizes in (shapes[:3], shapes[:4], shapes):  # one number of heads, then two; one prompt length, then two
         for k, ((q, key, scale), mask) in enumerate(zip(layers[: len(sizes)], masks)):
             maps._take_for(f"layer{k}")(q, key, scale, mask)
         taken = maps.take()

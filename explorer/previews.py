@@ -28,13 +28,11 @@ def latent_pixels(latents: Sequence, factors: Sequence[Sequence[float]] = LATENT
     maybe a fifth, a constant; SD1.x's by default (a micro model carries its own, fitted when it
     was trained). numpy does the mapping: at these sizes it takes half the time torch does or less."""
     import numpy as np
-    import torch
+
+    from explorer.capture.activity import float32_numpy
 
     factors = np.asarray(factors, dtype=np.float32)  # (4, 3), or (5, 3) with a constant
-    try:  # numpy views of CPU tensors
-        stacked = np.stack([batch.numpy()[0] for batch in latents]).astype(np.float32, copy=False)  # (k, 4, h, w)
-    except (TypeError, RuntimeError):  # on a GPU, bfloat16, needing grad
-        stacked = torch.stack([batch[0].detach() for batch in latents]).float().cpu().numpy()
+    stacked = np.stack([float32_numpy(batch)[0] for batch in latents])  # (k, 4, h, w)
     rgb = stacked.transpose(0, 2, 3, 1) @ factors[:4]  # (k, h, w, 3) in about [-1, 1]
     if len(factors) == 5:
         rgb += factors[4]

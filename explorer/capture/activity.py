@@ -87,8 +87,9 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return getattr(output, "sample", None)
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    """A tensor as float32 numpy: a view where it can be one (a CPU float32 tensor)."""
+def float32_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor as float32 numpy: a view where it can be one (a CPU float32 tensor), else a copy (on
+    a GPU, in bfloat16, needing grad)."""
     try:
         found = t.numpy()
     except (TypeError, RuntimeError):  # on a GPU, bfloat16, needing grad
@@ -360,10 +361,10 @@ class AttentionMaps:
         scores = np.empty((heads, at[-1], keys.pop()), np.float32)  # (heads, Σ N, 77)
         for (q, k, scale, mask, halves), start, end in zip(layers, at, at[1:]):
             first = prompt_start(q, halves)
-            key = _numpy(k)[first] * scale  # (heads, 77, d): scaled here, on 77 rows rather than N
-            np.matmul(_numpy(q)[first], key.swapaxes(1, 2), out=scores[:, start:end])  # (heads, N, 77), a view
+            key = float32_numpy(k)[first] * scale  # (heads, 77, d): scaled here, on 77 rows rather than N
+            np.matmul(float32_numpy(q)[first], key.swapaxes(1, 2), out=scores[:, start:end])  # (heads, N, 77), a view
             if mask is not None:  # (B, heads, 1 or N, 77)
-                scores[:, start:end] += _numpy(additive_mask(mask))[first if len(mask) > 1 else 0]
+                scores[:, start:end] += float32_numpy(additive_mask(mask))[first if len(mask) > 1 else 0]
         probs = torch.softmax(torch.from_numpy(scores), dim=2)[..., : self.tokens].numpy()  # every row at once
         return self._arranged(np.add.reduce(probs, axis=0) / heads, at)  # (Σ N, tokens): the heads' mean
 

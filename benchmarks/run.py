@@ -120,12 +120,10 @@ def activity():
     return watcher.install(), take
 
 def floor():
-    # The least a watcher of these statistics does in Python and numpy, to set the targets against:
-    # every watched module's output kept as it returns; when the UNet call ends, Σx, Σ|x| and Σx² of
-    # each distinct output's prompt half, in one concatenation and three numpy passes; nothing stored.
-    import itertools
-    import numpy as np
-    from explorer.capture.activity import after_forward, called_depths
+    # The least a watcher of these statistics does, to set the targets against: every watched
+    # module's output kept as it returns; when the UNet call ends, the watcher's own measuring
+    # (batch_moments) of the distinct outputs' prompt halves; nothing made of the numbers.
+    from explorer.capture.activity import after_forward, batch_moments, called_depths
     modules, kept = dict(pipe.unet.named_modules()), []
     paths = [p for p, d in called_depths(pipe.unet).items() if d <= 2]
     on_return = dict.fromkeys(paths, kept.append)
@@ -133,11 +131,7 @@ def floor():
     def ended(module, args, output):
         distinct = {{id(t): t for t in (o if type(o) is torch.Tensor else o[0] for o in kept)}}
         kept.clear()
-        halves = [t.numpy().reshape(2, -1)[1] for t in distinct.values()]
-        starts = list(itertools.accumulate([len(h) for h in halves][:-1], initial=0))
-        x = np.concatenate(halves)
-        sums = [np.add.reduceat(x, starts).tolist(), np.add.reduceat(np.abs(x, out=x), starts).tolist(),
-                np.add.reduceat(np.square(x, out=x), starts).tolist()]
+        batch_moments(list(distinct.values()), 2)
     undos.append(pipe.unet.register_forward_hook(ended).remove)
     return lambda: [undo() for undo in reversed(undos)]
 
@@ -192,8 +186,8 @@ def bench_watch(model: str, size: int, steps: int, repeats: int) -> list[dict]:
     n = r["steps"]
     rows = []
     for side, what, target in (
-        ("floor", ("the measuring's floor: every watched output kept as it returns, its prompt half's "
-                   "three sums at the call's end in numpy, nothing stored"), "—"),
+        ("floor", ("the measuring's floor: every watched output kept as it returns, the prompt halves "
+                   "measured together at the call's end, nothing made of the numbers"), "—"),
         ("activity", "block activity alone", "≤ 1.03×"),
         ("watched", "block activity, guidance and latent previews (the default)", "—"),
         ("maps", "the same and the cross-attention maps", "≤ 1.15×"),
@@ -498,16 +492,19 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  end-to-end ratios are higher than these parts add up to: the watchers' calls and the data they",
         "  read also slow the UNet around them. What is left is the number of operations, not their",
         "  arithmetic: a micro tensor is a few kB, and each operation costs 1 to 20 µs whatever its size.",
-        "  Block activity alone measures 38 tensors a UNet call: about 0.9 ms a micro step end to end, 4 %",
+        "  Block activity alone measures 38 tensors a UNet call: about 1 ms a micro step end to end, 4 %",
         "  of this run's 22 ms step, above its 3 % target (earlier runs, whose plain step took 23 to 25",
         "  ms, measured 2 to 4 %). The floor row times the least a watcher of these numbers does in this",
-        "  design: the wrappers keeping the outputs and, when the call ends, their prompt halves' three",
-        "  sums in one concatenation and three numpy passes, nothing made of them. On micro that alone",
-        "  costs 3 % of a step; the rest of block activity's cost (which output is which module's, a",
-        "  tensor returned twice or changed in place, the numbers in the record's form) is about 1 %. Tried",
-        "  and measured without gain: a writer thread for the previews, the measuring done tensor by",
-        "  tensor, into a kept buffer, or by BLAS on rows. This machine's speed drifts by a third within",
-        "  minutes (micro's plain step: 19 to 34 ms in one run), hence the rounds' ratios.",
+        "  design: the wrappers keeping the outputs and, when the call ends, the measuring of their prompt",
+        "  halves (`batch_moments`: one concatenation, three numpy passes), nothing made of the numbers.",
+        "  On micro that alone costs 4 % of a step in this run (middle half of the rounds 2 to 5 %), as",
+        "  much as block activity within this machine's noise: the rest of its work (which output is",
+        "  which module's, a tensor returned twice or changed in place, the numbers in the record's form)",
+        "  is too small to tell apart here. Tried and measured without gain: a writer thread for the",
+        "  previews, the measuring done tensor by tensor, into a kept buffer, or by BLAS on rows, and a",
+        "  plan that takes each tensor from the lists without looking it up. This machine's speed drifts",
+        "  by a third within minutes (micro's plain step: 19 to 34 ms in one run), hence the rounds'",
+        "  ratios.",
         "- Random weights: PyTorch's default initialisation draws a fresh random number for every one of",
         "  the 1.07 billion parameters; sd-explorer draws 2^24 and copies slices of them, so building",
         "  costs little more than touching the memory once.",

@@ -116,7 +116,6 @@ def activity():
     watcher = BlockActivity(pipe.unet, 2)
     def take(pipe_, i, t, kwargs):
         watcher.take()
-        return {{}}
     return watcher.install(), take
 
 def floor():
@@ -136,25 +135,34 @@ def floor():
     return lambda: [undo() for undo in reversed(undos)]
 
 def run(side):
+    # -> (the whole call's seconds, each step's after the first): a step ends where the pipeline's
+    # callback runs, so the first also holds the prompt's encoding and the watchers' first call.
+    ends = []
     def call(on_step=None):
+        def ended(pipe_, i, t, kwargs):
+            if on_step:
+                on_step(pipe_, i, t, kwargs)
+            ends.append(time.perf_counter())
+            return {{}}
+        start = time.perf_counter()
         with torch.no_grad():
             pipe(prompt=settings.prompt, num_inference_steps=steps, height=size, width=size,
-                 generator=torch.Generator().manual_seed(0), output_type="latent", callback_on_step_end=on_step)
+                 generator=torch.Generator().manual_seed(0), output_type="latent", callback_on_step_end=ended)
+        return time.perf_counter() - start, [b - a for a, b in zip(ends, ends[1:])]
     if side == "plain":
-        start = time.perf_counter(); call(); return time.perf_counter() - start
+        return call()
     if side == "activity":
         undo, take = activity()
-        start = time.perf_counter(); call(take); seconds = time.perf_counter() - start
+        timed = call(take)
         undo()
-        return seconds
+        return timed
     if side == "floor":
         undo = floor()
-        start = time.perf_counter(); call(); seconds = time.perf_counter() - start
+        timed = call()
         undo()
-        return seconds
+        return timed
     with watch(pipe, Path(tempfile.mkdtemp()), attention_maps=side == "maps") as run_:
-        start = time.perf_counter(); call(); seconds = time.perf_counter() - start
-    return seconds
+        return call()
 
 run("plain"); run("maps")  # warm-up: first calls allocate
 sides = ("plain", "activity", "watched", "maps")
@@ -182,7 +190,9 @@ print(json.dumps({{"bytes": [s["maps"]["bytes"] for s in steps]}}))
 
 def bench_watch(model: str, size: int, steps: int, repeats: int) -> list[dict]:
     r = python(WATCH.format(model=model, size=size, steps=steps, repeats=repeats))
-    plain = statistics.median(r["plain"])
+    # each run: its whole time, and its steps after the first, of which the median is its step
+    whole = {side: [w for w, _ in runs] for side, runs in r.items() if side != "steps"}
+    step = {side: [statistics.median(s) for _, s in runs] for side, runs in r.items() if side != "steps"}
     n = r["steps"]
     rows = []
     for side, what, target in (
@@ -192,16 +202,18 @@ def bench_watch(model: str, size: int, steps: int, repeats: int) -> list[dict]:
         ("watched", "block activity, guidance and latent previews (the default)", "—"),
         ("maps", "the same and the cross-attention maps", "≤ 1.15×"),
     ):
-        if side not in r:
+        if side not in step:
             continue
-        ratio, spread = paired(r[side], r["plain"])
+        ratio, spread = paired(step[side], step["plain"])
+        whole_ratio, _ = paired(whole[side], whole["plain"])
         rows.append({
             "what": f"one denoising step watched: {what} ({model}, {size}x{size}, guidance 7.5)",
             "peer": "the same diffusers pipeline, unwatched",
-            "ours": statistics.median(r[side]) / n,
-            "theirs": plain / n,
+            "ours": statistics.median(step[side]),
+            "theirs": statistics.median(step["plain"]),
             "ratio": ratio,
-            "note": f"median of {repeats} runs of {n} UNet calls each; {spread}",
+            "note": (f"{repeats} runs of {n} UNet calls; {spread}; "
+                     f"whole runs (the first step and the prompt's encoding included) {whole_ratio:.2f}×"),
             "target": target,
         })
     return rows
@@ -433,8 +445,10 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         + f" on {date.today():%Y-%m-%d}: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}, torch {torch.__version__}. "
         f"The whole run took {seconds:.0f} s. Each comparison alternates the two sides in the same run and "
-        "reports medians; ratio = ours / theirs (lower is better). Watching's ratio is the median of the",
-        "rounds' ratios (each round runs every side back to back, so a slow minute slows them all).",
+        "reports medians; ratio = ours / theirs (lower is better). Watching times a step: a run's step is",
+        "the median of its steps after the first (which also encodes the prompt and holds the watchers'",
+        "first call; the notes give whole runs' ratios too), and the ratio is the median of the rounds'",
+        "ratios (each round runs every side back to back, so a slow minute slows them all).",
         "",
         "| what | compared with | ours | theirs | ratio | target | notes |",
         "|---|---|---|---|---|---|---|",
@@ -492,19 +506,19 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  end-to-end ratios are higher than these parts add up to: the watchers' calls and the data they",
         "  read also slow the UNet around them. What is left is the number of operations, not their",
         "  arithmetic: a micro tensor is a few kB, and each operation costs 1 to 20 µs whatever its size.",
-        "  Block activity alone measures 38 tensors a UNet call: about 1 ms a micro step end to end, 4 %",
-        "  of this run's 22 ms step, above its 3 % target (earlier runs, whose plain step took 23 to 25",
-        "  ms, measured 2 to 4 %). The floor row times the least a watcher of these numbers does in this",
-        "  design: the wrappers keeping the outputs and, when the call ends, the measuring of their prompt",
-        "  halves (`batch_moments`: one concatenation, three numpy passes), nothing made of the numbers.",
-        "  On micro that alone costs 4 % of a step in this run (middle half of the rounds 2 to 5 %), as",
-        "  much as block activity within this machine's noise: the rest of its work (which output is",
-        "  which module's, a tensor returned twice or changed in place, the numbers in the record's form)",
-        "  is too small to tell apart here. Tried and measured without gain: a writer thread for the",
-        "  previews, the measuring done tensor by tensor, into a kept buffer, or by BLAS on rows, and a",
-        "  plan that takes each tensor from the lists without looking it up. This machine's speed drifts",
-        "  by a third within minutes (micro's plain step: 19 to 34 ms in one run), hence the rounds'",
-        "  ratios.",
+        "  Block activity alone measures 38 tensors a UNet call: about 1 ms a micro step, 5 % of this",
+        "  run's 21 ms step, above its 3 % target (earlier runs, timed as whole runs with a plain step of",
+        "  23 to 25 ms, measured 2 to 4 %). The floor row times the least a watcher of these numbers does",
+        "  in this design: the wrappers keeping the outputs and, when the call ends, the measuring of their",
+        "  prompt halves (`batch_moments`: one concatenation, three numpy passes), nothing made of the",
+        "  numbers. On micro that alone costs 4 % of a step (middle half of the rounds 3 to 4 %): the",
+        "  target lies below what the measuring itself costs on this machine. The rest of block",
+        "  activity's work (which output is which module's, a tensor returned twice or changed in place,",
+        "  the numbers in the record's form) adds about 1 %. Tried and measured without gain: a writer",
+        "  thread for the previews, the measuring done tensor by tensor, into a kept buffer, or by BLAS on",
+        "  rows, and a plan that takes each tensor from the lists without looking it up. This machine's",
+        "  speed drifts by a third within minutes (micro's plain step has gone from 19 to 34 ms within",
+        "  one run), hence the rounds' ratios.",
         "- Random weights: PyTorch's default initialisation draws a fresh random number for every one of",
         "  the 1.07 billion parameters; sd-explorer draws 2^24 and copies slices of them, so building",
         "  costs little more than touching the memory once.",

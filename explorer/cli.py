@@ -665,13 +665,19 @@ def maps(
         by_size = {size: r.attention(word, step, size) for size in sizes} if resolution is None else {}
         if as_json:
             data = {"word": word, "rows": r.rows_of(word), "step": step, "resolution": resolution,
-                    "overall": overall.round(6).tolist(), "mass": halves(overall),
-                    "by_resolution": {str(k): v.round(6).tolist() for k, v in by_size.items()}}
+                    "overall": _six_places(overall), "mass": halves(overall),
+                    "by_resolution": {str(k): _six_places(v) for k, v in by_size.items()}}
             sys.stdout.write(json.dumps(data) + "\n")
         elif output is None:
             out.print(_map_text(r, word, overall, step), highlight=False)
         if output is not None:
             _write_map_figure(r, word, overall, by_size, step, output)
+
+
+def _six_places(a) -> list:
+    """A float32 map as nested lists of numbers to 6 decimals, rounded in float64 so that JSON shows
+    0.000103, not float32's 0.00010299999848939478."""
+    return a.astype("float64").round(6).tolist()
 
 
 def _map_text(r, word: str, overall, step: Optional[int]):

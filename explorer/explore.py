@@ -27,7 +27,7 @@ def check_size(name: str, value: int | None) -> None:
     if value % 8 or not MIN_SIZE <= value <= MAX_SIZE:
         raise OptionError(
             name,
-            f"must be a multiple of 8 between {MIN_SIZE} and {MAX_SIZE} pixels (the VAE works in 8x8 pixel "
+            f"must be a multiple of 8 between {MIN_SIZE} and {MAX_SIZE} pixels (SD's VAE works in 8x8 pixel "
             f"cells), got {value}.",
         )
 

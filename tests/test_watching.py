@@ -92,6 +92,7 @@ def test_explore_maps_figure_json_and_text(mapped, tmp_path):
     result = runner.invoke(app, ["maps", str(mapped.folder), "--word", "dusk", "--json", "--step", "1"])
     data = json.loads(result.stdout)
     assert abs(sum(map(sum, data["overall"])) - 1) < 1e-3 and set(data["by_resolution"]) == {"8", "4", "2", "1"}
+    assert all(v == round(v, 6) for row in data["overall"] for v in row)  # 0.000103, not float32's digits
     result = runner.invoke(app, ["maps", str(mapped.folder), "--word", "dusk"])
     assert "'dusk'" in result.stdout and "left" in result.stdout
     result = runner.invoke(app, ["maps", str(mapped.folder), "--word", "castle"])

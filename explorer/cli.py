@@ -42,7 +42,14 @@ Scheduler = _choices("Scheduler", SCHEDULERS)
 
 
 class _Commands(TyperGroup):
-    """Answers an unknown component or command with one sentence naming the valid ones."""
+    """Answers an unknown component or command with one sentence naming the valid ones, and lists
+    each command with the first paragraph of its help as one line (rich keeps a docstring's breaks)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            if command.help and not command.short_help:
+                command.short_help = " ".join(command.help.split("\n\n")[0].split())
 
     def resolve_command(self, ctx, args):
         name = args[0] if args else ""

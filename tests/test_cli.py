@@ -131,6 +131,18 @@ def test_real_weights_from_a_folder(tiny_folder):
     assert "pretrained weights" in result.stdout and "[2,32,1,1]" in result.stdout
 
 
+def test_command_list_shows_each_commands_first_paragraph_on_one_line():
+    """rich keeps a docstring's line breaks: the list would break `explore html`'s summary mid-sentence."""
+    import typer
+
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for name, command in typer.main.get_command(app).commands.items():
+        summary = " ".join(command.help.split("\n\n")[0].split())
+        assert any(name in line and summary in line for line in lines), (name, summary)
+
+
 def _explore(*args, env=None):
     """The installed console script, in a fresh process."""
     exe = Path(sys.executable).parent / "explore"

@@ -659,7 +659,9 @@ def maps(
     as_json: Annotated[bool, typer.Option("--json", help="Print the maps as numbers.")] = False,
 ) -> None:
     """Where one word's cross-attention goes: summed over layers, heads and steps the way DAAM does,
-    upsampled to the latent's size; and per resolution, to see at which level the word is placed."""
+    upsampled to the latent's size; and per resolution, to see at which level the word is placed.
+
+    Try: explore maps runs/circle --word circle · explore maps runs/circle -w circle --resolution 16 -o circle.png"""
     with user_errors():
         from explorer.runs import load_run
         from explorer.views.maps import halves

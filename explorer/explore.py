@@ -101,7 +101,10 @@ def trace_module(module: Any, **options: Any) -> Trace:
     found = [c for c in COMPONENTS.values() if type(module).__name__ == c.class_name]
     if not found or not hasattr(module, "parameters"):
         known = ", ".join(c.class_name for c in COMPONENTS.values())
-        raise ExplorerError(f"explorer.trace takes a component name or a model object ({known}); got an object of type {type(module).__name__}.")
+        raise ExplorerError(
+            f"explorer.trace takes a component name or a model object ({known}); "
+            f"got an object of type {type(module).__name__}."
+        )
     c = found[0]
     config = dict(module.config) if hasattr(module, "config") and hasattr(module.config, "items") else module.config.to_dict()
     if c.image_sized and "height" not in options:

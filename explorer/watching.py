@@ -643,7 +643,8 @@ def watching(pipe, out: Path, *, recording: Recording | None = None, on_start: C
     if not all(hasattr(pipe, part) for part in ("unet", "scheduler", "vae", "encode_prompt")):
         raise ExplorerError(
             f"explorer.watch watches a diffusers StableDiffusionPipeline (with unet, vae, scheduler and "
-            f"encode_prompt); got an object of type {type(pipe).__name__}. For one model, use explorer.trace(model)."
+            f"encode_prompt); got an object of type {type(pipe).__name__}. "
+            "For one model, use explorer.trace(model)."
         )
     check_writable(out, "the run's files")
     make_folder(out)

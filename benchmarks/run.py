@@ -132,14 +132,14 @@ def floor():
         kept.clear()
         batch_moments(list(distinct.values()), 2)
     undos.append(pipe.unet.register_forward_hook(ended).remove)
-    return lambda: [undo() for undo in reversed(undos)]
+    return lambda: [undo() for undo in reversed(undos)], None  # nothing to take at each step
 
 def run(side):
     # -> (the whole call's seconds, each step's after the first): a step ends where the pipeline's
     # callback runs, so the first also holds the prompt's encoding and the watchers' first call.
     ends = []
     def call(on_step=None):
-        def ended(pipe_, i, t, kwargs):
+        def step_ended(pipe_, i, t, kwargs):
             if on_step:
                 on_step(pipe_, i, t, kwargs)
             ends.append(time.perf_counter())
@@ -147,18 +147,13 @@ def run(side):
         start = time.perf_counter()
         with torch.no_grad():
             pipe(prompt=settings.prompt, num_inference_steps=steps, height=size, width=size,
-                 generator=torch.Generator().manual_seed(0), output_type="latent", callback_on_step_end=ended)
+                 generator=torch.Generator().manual_seed(0), output_type="latent", callback_on_step_end=step_ended)
         return time.perf_counter() - start, [b - a for a, b in zip(ends, ends[1:])]
     if side == "plain":
         return call()
-    if side == "activity":
-        undo, take = activity()
-        timed = call(take)
-        undo()
-        return timed
-    if side == "floor":
-        undo = floor()
-        timed = call()
+    if side in ("activity", "floor"):
+        undo, on_step = activity() if side == "activity" else floor()
+        timed = call(on_step)
         undo()
         return timed
     with watch(pipe, Path(tempfile.mkdtemp()), attention_maps=side == "maps") as run_:

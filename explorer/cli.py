@@ -663,6 +663,7 @@ def maps(
 
     Try: explore maps runs/circle --word circle · explore maps runs/circle -w circle --resolution 16 -o circle.png"""
     with user_errors():
+        from explorer.maps import rounded_lists
         from explorer.runs import load_run
         from explorer.views.maps import halves
 
@@ -674,19 +675,13 @@ def maps(
         by_size = {size: r.attention(word, step, size) for size in sizes} if resolution is None else {}
         if as_json:
             data = {"word": word, "rows": r.rows_of(word), "step": step, "resolution": resolution,
-                    "overall": _six_places(overall), "mass": halves(overall),
-                    "by_resolution": {str(k): _six_places(v) for k, v in by_size.items()}}
+                    "overall": rounded_lists(overall, 6), "mass": halves(overall),
+                    "by_resolution": {str(k): rounded_lists(v, 6) for k, v in by_size.items()}}
             sys.stdout.write(json.dumps(data) + "\n")
         elif output is None:
             out.print(_map_text(r, word, overall, step), highlight=False)
         if output is not None:
             _write_map_figure(r, word, overall, by_size, step, output)
-
-
-def _six_places(a) -> list:
-    """A float32 map as nested lists of numbers to 6 decimals, rounded in float64 so that JSON shows
-    0.000103, not float32's 0.00010299999848939478."""
-    return a.astype("float64").round(6).tolist()
 
 
 def _map_text(r, word: str, overall, step: Optional[int]):

@@ -36,6 +36,14 @@ def quantize(maps) -> tuple[Any, Any]:
     return values.reshape(maps.shape), scales[:, 0]
 
 
+def rounded_lists(values, places: int) -> list:
+    """float32 numbers (maps, their scales) as nested lists for JSON, rounded in float64: 0.000103,
+    not float32's 0.00010299999848939478."""
+    import numpy as np
+
+    return np.asarray(values, dtype=np.float64).round(places).tolist()
+
+
 def quantize_columns(maps, widths: Sequence[int]) -> tuple[Any, Any]:
     """(tokens, Σ widths) floats, layers side by side -> 8-bit values scaled to each token's maximum
     in each layer, and those maxima (tokens, layers): a few numpy operations for every layer at once."""

@@ -214,7 +214,7 @@ def _page_maps(run: dict, run_folder: Path, steps: int) -> dict | None:
     MAP_SIDE x MAP_SIDE, and each token's scale."""
     import base64
 
-    from explorer.maps import quantize, word_spans
+    from explorer.maps import quantize, rounded_lists, word_spans
     from explorer.runs import Run
 
     r = Run(run_folder, run)
@@ -225,7 +225,7 @@ def _page_maps(run: dict, run_folder: Path, steps: int) -> dict | None:
         per_layer = []
         for maps in r.maps(k):
             values, scales = quantize(_shrink(maps))
-            per_layer.append({"b64": base64.b64encode(values.tobytes()).decode(), "scales": scales.round(8).tolist(),
+            per_layer.append({"b64": base64.b64encode(values.tobytes()).decode(), "scales": rounded_lists(scales, 8),
                               "height": int(values.shape[1]), "width": int(values.shape[2])})
         data.append(per_layer)
     return {"tokens": r.map_tokens, "layers": r.map_layers, "words": word_spans(r.map_tokens), "steps": data}

@@ -208,6 +208,15 @@ def test_the_run_drives_the_architecture_and_shows_guidance_and_maps(page, tmp_p
     page.screenshot(path=str(tmp_path / "maps.png"), full_page=True, caret="initial")
 
 
+def test_the_runs_map_scales_reach_the_page_as_short_decimals(site):
+    """Rounded in float64: 0.00097439, not float32's 0.0009743900061584473, in every step's layers."""
+    import json
+
+    data = json.loads((site / "data.js").read_text().removeprefix("window.SD = ").rstrip().rstrip(";"))
+    scales = [v for step in data["run"]["maps"]["steps"] for layer in step for v in layer["scales"]]
+    assert scales and all(v == round(v, 8) for v in scales)
+
+
 def test_bad_input(tmp_path):
     runner = CliRunner()
     no_run = runner.invoke(app, ["html", str(tmp_path / "site"), "--run", str(tmp_path)])

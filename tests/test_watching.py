@@ -450,6 +450,38 @@ def test_maps_computed_together_match_the_softmax_in_float64(tiny_models):
             assert found.shape == (6, side, side) and np.allclose(found, want.numpy(), atol=1e-6)
 
 
+def test_the_maps_matmuls_keep_numpy_blas_to_one_thread(tiny_models, monkeypatch):
+    """numpy's BLAS threads beside PyTorch's spin on the cores the UNet runs on (micro's maps at 256 px
+    made a step 1.5 times as long): the maps' matmuls run with BLAS held to the calling thread, and
+    BLAS has its threads back after."""
+    import torch
+    from threadpoolctl import ThreadpoolController
+
+    from explorer.capture.activity import AttentionMaps
+
+    blas = ThreadpoolController().select(user_api="blas")
+    if "accelerate" in np.__config__.CONFIG["Build Dependencies"]["blas"]["name"].lower():
+        pytest.skip("numpy uses Apple's Accelerate, whose threads are not numpy's to set")
+    assert blas.lib_controllers, "threadpoolctl does not see numpy's BLAS"
+    threads_seen = []
+    matmul = np.matmul
+
+    def seen_matmul(*args, **kwargs):
+        threads_seen.append([lib["num_threads"] for lib in ThreadpoolController().select(user_api="blas").info()])
+        return matmul(*args, **kwargs)
+
+    monkeypatch.setattr(np, "matmul", seen_matmul)
+    maps = AttentionMaps(tiny_models["unet"], tokens=5)
+    maps.halves, maps.latent = 1, (8, 8)
+    with blas.limit(limits=2):
+        for k in range(3):
+            maps._take_for(f"layer{k}")(torch.randn(1, 2, 64, 8), torch.randn(1, 2, 77, 8), 8**-0.5)
+        maps.take()
+        after = [lib["num_threads"] for lib in ThreadpoolController().select(user_api="blas").info()]
+    assert len(threads_seen) == 3 and all(set(t) == {1} for t in threads_seen)
+    assert set(after) == {2}
+
+
 def test_maps_follow_the_prompts_attention_mask(tiny_models, monkeypatch):
     """A UNet called with an `encoder_attention_mask`: a masked token gets no weight in any layer's
     map, in the layers computed together and in those computed at once, as it gets none in the

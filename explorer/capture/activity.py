@@ -87,6 +87,23 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return getattr(output, "sample", None)
 
 
+@functools.cache
+def _blas_libraries() -> Any:
+    """numpy's BLAS (OpenBLAS, MKL, BLIS...) as threadpoolctl finds it among the loaded libraries:
+    once, a few ms."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def one_blas_thread() -> Any:
+    """A context in which numpy's BLAS computes in the calling thread only (9 µs to enter and leave).
+    Its own threads would share the cores with PyTorch's, which run the UNet: after a matmul large
+    enough for BLAS to split, they spin a while waiting for more (one made micro's next UNet call at
+    256 px a third slower), and micro's maps at 256 px made a step 1.58 times as long, 1.11 since."""
+    return _blas_libraries().limit(limits=1)
+
+
 def float32_numpy(t: torch.Tensor) -> np.ndarray:
     """A tensor as float32 numpy: a view where it can be one (a CPU float32 tensor), else a copy (on
     a GPU, in bfloat16, needing grad)."""
@@ -348,8 +365,8 @@ class AttentionMaps:
         sizes an operation costs more than its arithmetic, and a numpy one a fraction of a torch one):
         every layer's scores QKᵀ · scale (+ its mask) for the prompt half's first image into one array,
         each head's rows of every layer side by side, then one softmax over all the rows and one mean
-        over the heads. A layer: query, key, scale and mask as the attention handed them over, and the
-        halves of the batch then."""
+        over the heads. The matmuls run in this thread only (`one_blas_thread`). A layer: query, key,
+        scale and mask as the attention handed them over, and the halves of the batch then."""
         from explorer.capture.attention import additive_mask
 
         keys, heads = {k.shape[2] for _, k, _, _, _ in layers}, {q.shape[1] for q, _, _, _, _ in layers}
@@ -359,12 +376,13 @@ class AttentionMaps:
         heads = heads.pop()
         at = list(itertools.accumulate((q.shape[2] for q, _, _, _, _ in layers), initial=0))  # each layer's rows
         scores = np.empty((heads, at[-1], keys.pop()), np.float32)  # (heads, Σ N, 77)
-        for (q, k, scale, mask, halves), start, end in zip(layers, at, at[1:]):
-            first = prompt_start(q, halves)
-            key = float32_numpy(k)[first] * scale  # (heads, 77, d): scaled here, on 77 rows rather than N
-            np.matmul(float32_numpy(q)[first], key.swapaxes(1, 2), out=scores[:, start:end])  # (heads, N, 77), a view
-            if mask is not None:  # (B, heads, 1 or N, 77)
-                scores[:, start:end] += float32_numpy(additive_mask(mask))[first if len(mask) > 1 else 0]
+        with one_blas_thread():
+            for (q, k, scale, mask, halves), start, end in zip(layers, at, at[1:]):
+                first = prompt_start(q, halves)
+                key = float32_numpy(k)[first] * scale  # (heads, 77, d): scaled here, on 77 rows rather than N
+                np.matmul(float32_numpy(q)[first], key.swapaxes(1, 2), out=scores[:, start:end])  # (heads, N, 77)
+                if mask is not None:  # (B, heads, 1 or N, 77)
+                    scores[:, start:end] += float32_numpy(additive_mask(mask))[first if len(mask) > 1 else 0]
         probs = torch.softmax(torch.from_numpy(scores), dim=2)[..., : self.tokens].numpy()  # every row at once
         return self._arranged(np.add.reduce(probs, axis=0) / heads, at)  # (Σ N, tokens): the heads' mean
 

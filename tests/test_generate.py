@@ -92,6 +92,7 @@ def test_cli_compare_agrees_and_summary(tmp_path):
     assert "modules match" in result.stdout and "all " in result.stdout
     assert "Random weights" in result.stderr
     assert "where the time went" in result.stdout
+    assert result.stderr.endswith("╯\n")  # the panel's last line ended: a log (2>&1) goes on below it
     record = json.loads((tmp_path / "trace.json").read_text())
     assert record["compare"]["differences"] == [] and record["compare"]["checked"] > 500
 

@@ -286,7 +286,10 @@ class LiveDisplay:
         self.status.stop()
         if watch is not None:
             self.live.update(live_panel(watch))
+        drawn = self.live.is_started
         self.live.stop()
+        if drawn and not self.console.is_terminal:  # rich ends the panel's last line on a terminal only:
+            self.console.line()  # in a log (2>&1), what follows would start on the panel's bottom border
 
 
 def start_warnings(watch: Any) -> list[str]:

@@ -543,7 +543,7 @@ def main() -> None:
     print("watching overhead …", flush=True)
     rows += bench_watch("sd15", 128 if args.quick else 256, 2 if args.quick else 4, 3 if args.quick else 6)
     rows += bench_watch("micro", 64, 20, 3 if args.quick else 31, with_floor=True)  # 0.5 s a run: more runs
-    rows += bench_watch("micro", 256, 10, 2 if args.quick else 8)  # its largest maps go through numpy's BLAS
+    rows += bench_watch("micro", 256, 10, 2 if args.quick else 8)  # maps of its smaller layers: BLAS-sized matmuls
     print("the maps' size on disk …", flush=True)
     rows += bench_maps_size(1 if args.quick else 2)
     print("a whole random-weights generation …", flush=True)

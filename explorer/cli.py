@@ -641,6 +641,9 @@ def generate(
         except (KeyboardInterrupt, GenerationError) as exc:
             display.stop()
             _stopped(exc, debug)
+        except BaseException:  # a wrong input found while loading: its sentence below the spinner, not after it
+            display.stop()  # (on a terminal the cursor would also stay hidden)
+            raise
         display.stop(result.watch)
         out.print(summary(result.watch, result.interrupted))
         if compare:

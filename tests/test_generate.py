@@ -130,6 +130,35 @@ def test_bad_input(tmp_path, args, message):
     assert not out.exists()
 
 
+def test_a_wrong_model_on_a_terminal_leaves_no_spinner_and_shows_the_cursor(tmp_path):
+    """On a terminal the spinner hides the cursor while the pipeline is built: a wrong --model, found
+    then, stops it first, so the sentence is the last thing on the screen and the cursor shows again."""
+    import os
+    import pty
+
+    main, side = pty.openpty()
+    exe = Path(sys.executable).parent / "explore"
+    process = subprocess.Popen([str(exe), "generate", "-p", "x", "--model", "./missing", "--out", str(tmp_path / "run")],
+                               stdin=side, stdout=side, stderr=side, env={**os.environ, "TERM": "xterm"})
+    os.close(side)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # Linux: the terminal's other end has closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    text = seen.decode()
+    assert process.wait(timeout=120) == 2, text
+    assert "\x1b[?25l" in text, "no spinner shown: this terminal was not taken for one"
+    after = text[text.index("Error:"):]
+    assert "does not exist" in after and "Building the pipeline" not in after
+    assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l")  # the cursor shown again after it was hidden
+
+
 def test_bad_scheduler_pickle_and_unwritable_out(tmp_path):
     result = runner.invoke(app, ["generate", "-p", "x", "--scheduler", "dpm"])
     assert result.exit_code == 2 and "dpm" in result.output

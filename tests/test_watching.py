@@ -426,13 +426,21 @@ def test_large_outputs_past_what_is_held_are_not_kept_alive(monkeypatch):
     monkeypatch.setattr(BlockActivity, "HOLD", 2 * size)
     outputs: list = []  # this call's outputs, weakly
     alive: list[int] = []  # how many of them were alive as the last layer began
-    inputs = [torch.randn(batch, 64, generator=torch.Generator().manual_seed(k)) for k, batch in enumerate((2, 1024, 1024, 1024))]
+
+    def keep_weakly(module, args, output) -> None:
+        outputs.append(weakref.ref(output))
+
+    def count_alive(module, args) -> None:
+        alive.append(sum(o() is not None for o in outputs))
+
+    batches = (2, 1024, 1024, 1024)
+    inputs = [torch.randn(batch, 64, generator=torch.Generator().manual_seed(k)) for k, batch in enumerate(batches)]
     with torch.no_grad():
         want = []  # each layer's std, before watching
         for x in inputs:
             want.append([reference_stats(x := layer(x))["std"] for layer in model])
-        handles = [layer.register_forward_hook(lambda m, a, out: outputs.append(weakref.ref(out))) for layer in model[:-1]]
-        handles.append(model[-1].register_forward_pre_hook(lambda m, a: alive.append(sum(o() is not None for o in outputs))))
+        handles = [layer.register_forward_hook(keep_weakly) for layer in model[:-1]]
+        handles.append(model[-1].register_forward_pre_hook(count_alive))
         activity = BlockActivity(model, depth=1)
         undo = activity.install()
         for call, x in enumerate(inputs):

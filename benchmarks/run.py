@@ -149,7 +149,7 @@ def run(side):
             pipe(prompt=settings.prompt, num_inference_steps=steps, height=size, width=size,
                  generator=torch.Generator().manual_seed(0), output_type="latent", callback_on_step_end=step_ended)
         return time.perf_counter() - start, [b - a for a, b in zip(ends, ends[1:])]
-    if side == "plain":
+    if side in ("plain", "unwatched"):  # "unwatched": the plain pipeline timed as a watched side is
         return call()
     if side in ("activity", "floor"):
         undo, on_step = activity() if side == "activity" else floor()
@@ -160,14 +160,20 @@ def run(side):
         return call()
 
 run("plain"); run("maps")  # warm-up: first calls allocate
-sides = ("plain", "activity", "watched", "maps")
+sides = ("activity", "watched", "maps", "unwatched")
 if with_floor:  # where block activity's target is tight: how near its floor it is
-    sides = ("plain", "floor", *sides[1:])
-times = {{s: [] for s in sides}}
-for k in range(repeats):  # rotate the order: no side always goes first
-    for side in sides[k % len(sides):] + sides[: k % len(sides)]:
+    sides = ("floor", *sides)
+# Every run of a side sits between two plain runs, its ratio taken to their mean (a steady drift of the
+# machine's speed cancels); the sides' order reverses every round, so the plain runs around a side do not
+# always follow the same other side.
+times, around = {{s: [] for s in ("plain", *sides)}}, {{s: [] for s in sides}}
+times["plain"].append(run("plain"))
+for k in range(repeats):
+    for side in sides if k % 2 == 0 else sides[::-1]:
         times[side].append(run(side))
-print(json.dumps({{**times, "steps": len(pipe.scheduler.timesteps)}}))
+        times["plain"].append(run("plain"))
+        around[side].append(len(times["plain"]) - 2)  # the plain runs before and after: this and the next
+print(json.dumps({{**times, "around": around, "steps": len(pipe.scheduler.timesteps)}}))
 """
 
 MAPS_SIZE = """
@@ -189,8 +195,8 @@ def bench_watch(model: str, size: int, steps: int, repeats: int, with_floor: boo
     targets apply at this size (256 px), else the rows are there for reference."""
     r = python(WATCH.format(model=model, size=size, steps=steps, repeats=repeats, with_floor=with_floor))
     # each run: its whole time, and its steps after the first, of which the median is its step
-    whole = {side: [w for w, _ in runs] for side, runs in r.items() if side != "steps"}
-    step = {side: [statistics.median(s) for _, s in runs] for side, runs in r.items() if side != "steps"}
+    whole = {side: [w for w, _ in runs] for side, runs in r.items() if side not in ("steps", "around")}
+    step = {side: [statistics.median(s) for _, s in runs] for side, runs in r.items() if side not in ("steps", "around")}
     n = r["steps"]
     rows = []
     for side, what, target in (
@@ -199,18 +205,20 @@ def bench_watch(model: str, size: int, steps: int, repeats: int, with_floor: boo
         ("activity", "block activity alone", "≤ 1.03×"),
         ("watched", "block activity, guidance and latent previews (the default)", "—"),
         ("maps", "the same and the cross-attention maps", "≤ 1.15×"),
+        ("unwatched", "nothing: the same pipeline unwatched, timed as the watched sides are (the method's noise)",
+         "—"),
     ):
         if side not in step:
             continue
-        ratio, spread = paired(step[side], step["plain"])
-        whole_ratio, _ = paired(whole[side], whole["plain"])
+        ratio, spread = bracketed(step[side], step["plain"], r["around"][side])
+        whole_ratio, _ = bracketed(whole[side], whole["plain"], r["around"][side])
         rows.append({
             "what": f"one denoising step watched: {what} ({model}, {size}x{size}, guidance 7.5)",
             "peer": "the same diffusers pipeline, unwatched",
             "ours": statistics.median(step[side]),
             "theirs": statistics.median(step["plain"]),
             "ratio": ratio,
-            "note": (f"{repeats} runs of {n} UNet calls; {spread}; "
+            "note": (f"{repeats} runs of {n} UNet calls, each between two plain ones; {spread}; "
                      f"whole runs (the first step and the prompt's encoding included) {whole_ratio:.2f}×"),
             "target": target if targeted or target == "—" else "— (set at 256 px)",
         })
@@ -224,15 +232,16 @@ def shown(value: float, unit: str) -> str:
     return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
 
 
-def paired(ours: list[float], theirs: list[float]) -> tuple[float, str]:
-    """The ratio of each round's two runs (run back to back, so a slower minute of the machine slows
-    both): their median, the row's ratio; and for its note their middle half, which says how far one
-    ratio can be trusted, and the ratio of the two sides' medians, which the machine's drift moves more."""
-    ratios = sorted(a / b for a, b in zip(ours, theirs))
+def bracketed(ours: list[float], plain: list[float], around: list[int]) -> tuple[float, str]:
+    """Each of our runs against the mean of the plain runs just before and after it (`around`: the
+    one before's index), so that a steady drift of the machine's speed over the three cancels: the
+    median of these ratios, the row's ratio; and for its note their middle half, which says how far
+    one ratio can be trusted, and the ratio of the two sides' medians, which the drift moves more."""
+    ratios = sorted(x / ((plain[i] + plain[i + 1]) / 2) for x, i in zip(ours, around))
     quarter = len(ratios) // 4
     return statistics.median(ratios), (
-        f"rounds' ratios: middle half {ratios[quarter]:.2f}–{ratios[len(ratios) - 1 - quarter]:.2f}×; "
-        f"ratio of the medians {statistics.median(ours) / statistics.median(theirs):.2f}×"
+        f"ratios: middle half {ratios[quarter]:.2f}–{ratios[len(ratios) - 1 - quarter]:.2f}×; "
+        f"ratio of the medians {statistics.median(ours) / statistics.median(plain):.2f}×"
     )
 
 
@@ -445,8 +454,11 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         f"The whole run took {seconds:.0f} s. Each comparison alternates the two sides in the same run and "
         "reports medians; ratio = ours / theirs (lower is better). Watching times a step: a run's step is",
         "the median of its steps after the first (which also encodes the prompt and holds the watchers'",
-        "first call; the notes give whole runs' ratios too), and the ratio is the median of the rounds'",
-        "ratios (each round runs every side back to back, so a slow minute slows them all).",
+        "first call; the notes give whole runs' ratios too). Every watched run sits between two unwatched",
+        "ones and is compared with their mean, so that a steady drift of the machine's speed over the",
+        "three cancels; the ratio is the median of these over the rounds, and the sides' order reverses",
+        "every round. The rows \"nothing\" time the unwatched pipeline as one more side: how far this",
+        "machine alone moves a ratio from 1.00×.",
         "",
         "| what | compared with | ours | theirs | ratio | target | notes |",
         "|---|---|---|---|---|---|---|",

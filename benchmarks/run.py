@@ -195,8 +195,9 @@ def bench_watch(model: str, size: int, steps: int, repeats: int, with_floor: boo
     targets apply at this size (256 px), else the rows are there for reference."""
     r = python(WATCH.format(model=model, size=size, steps=steps, repeats=repeats, with_floor=with_floor))
     # each run: its whole time, and its steps after the first, of which the median is its step
-    whole = {side: [w for w, _ in runs] for side, runs in r.items() if side not in ("steps", "around")}
-    step = {side: [statistics.median(s) for _, s in runs] for side, runs in r.items() if side not in ("steps", "around")}
+    timed = {side: runs for side, runs in r.items() if side not in ("steps", "around")}
+    whole = {side: [w for w, _ in runs] for side, runs in timed.items()}
+    step = {side: [statistics.median(s) for _, s in runs] for side, runs in timed.items()}
     n = r["steps"]
     rows = []
     for side, what, target in (
@@ -504,6 +505,10 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  of the prompt's first image, computed together for all the layers (a matmul each into one",
         "  array, one softmax, one mean over the heads) and appended to one `maps.bin` a run: a few per",
         "  cent of an SD1.5 step. The targets are set at 256 px, for SD1.5 and for micro.",
+        "- The rows \"nothing\" say how far a ratio can be trusted. Micro's, in 24 and 31 rounds, read",
+        "  1.00× (middle halves within 0.98–1.01×). SD1.5's, in 6 rounds (a run there takes 12 s), read",
+        "  0.97× (0.96–0.99×), as its block activity alone does: there a ratio is good to about three",
+        "  points, and what SD1.5's rows say is that watching costs less than that, maps apart.",
         "- Micro at its own 64 px, for reference: a step takes about 20 ms, and the same work is a large",
         "  share of it. Timed inside the watchers, per step: block activity about 0.7 ms (looking at the",
         "  outputs 0.1, measuring them 0.35, the numbers 0.08; looked at as each module returned, the",
@@ -523,11 +528,11 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  call ends, the measuring of their prompt halves (`batch_moments`: one concatenation, three",
         "  numpy passes), nothing made of the numbers. At 64 px that alone costs about 4 % of a step; the",
         "  rest of block activity's work (which output is which module's, a tensor returned twice or",
-        "  changed in place, the numbers in the record's form) adds about 1 %. Tried and measured without",
+        "  changed in place, the numbers in the record's form) adds at most 1 %. Tried and measured without",
         "  gain: a writer thread for the previews, the measuring done tensor by tensor, into a kept",
         "  buffer, or by BLAS on rows, and a plan that takes each tensor from the lists without looking it",
         "  up. This machine's speed drifts by a third within minutes (micro's plain step has gone from 19",
-        "  to 34 ms within one run), hence the rounds' ratios.",
+        "  to 34 ms within one run), hence each run's ratio to the unwatched runs on either side of it.",
         "- Micro at 256 px (a 64x64 latent, as SD1.5's at 512 px): 26 of its outputs have 32,768",
         "  elements or more (15 MB a UNet call). Measured by PyTorch as each returned, they cost 7 to 10",
         "  ms of a 183 ms step, and block activity alone 1.04× (middle half 1.04–1.05×): there the cost",
@@ -535,10 +540,13 @@ def report(rows: list[dict], seconds: float, quick: bool) -> str:
         "  there, 3 in a loop), and a skip tensor was measured twice, its module's output being no longer",
         "  kept. Held until the call ends and measured there, one after the other, they take 2 ms (0.7 of",
         "  it the first pass over the 7.6 MB of prompt halves, which no way of measuring avoids). Paired",
-        "  in one run, the old way against the new: 1.044× against 1.005× (12 rounds). The table's row",
-        "  moves with this machine's drift more than that: 1.01×, 1.04× and 1.04× in three full runs of",
-        "  the new way, 1.02× in 24 rounds run alone. Past 64 MB a call (SD1.5 at 512 px, SDXL) outputs",
-        "  are measured as they return again, so watching holds no more than that.",
+        "  in one run, the old way against the new: 1.044× against 1.005× (12 rounds). Before each",
+        "  watched run sat between two plain ones, the benchmark rotated the sides in rounds and compared",
+        "  each with its round's plain run, up to three runs (7 s) away: full runs of the new way read",
+        "  1.01×, 1.04× and 1.04× there, this machine's drift at that scale. Between two plain runs, as",
+        "  now, block activity alone reads 1.02× (middle half 1.01–1.02×) and the unwatched pipeline",
+        "  timed the same way 1.00× (0.99–1.00×). Past 64 MB a call (SD1.5 at 512 px, SDXL) outputs are",
+        "  measured as they return again, so watching holds no more than that.",
         "  The maps of micro's smaller layers are a numpy matmul each, and at that size OpenBLAS, numpy's",
         "  BLAS, splits such a matmul over threads of its own, which then spin a while waiting for more",
         "  work on the cores where PyTorch runs the UNet: one such matmul made the next micro UNet call",

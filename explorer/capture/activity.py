@@ -174,6 +174,12 @@ def _finished(tensors: list[torch.Tensor], halves: int, sizes, s, a, q) -> list[
     return found
 
 
+def _paths(keys) -> set[str]:
+    """The watched modules behind (kind, name) keys: a skip tensor's name, "down_blocks.1[2]", is its
+    block's path and the index of the tensor it hands on."""
+    return {name.split("[")[0] for _, name in keys}
+
+
 def _five(x: float) -> float:
     """A number to 5 decimals, as the record keeps them, in under half the time round(x, 5) takes
     (it goes through decimal digits): 40 µs less a micro step. A NaN or an infinity as it is."""
@@ -277,11 +283,11 @@ class BlockActivity:
                 hook(one)
             outputs.clear()
         if len(self.measured) > as_returned:  # waiting outputs past what is held: a call larger than the first
-            self._stop_waiting({name.split("[")[0] for _, name in list(self.measured)[as_returned:]})
+            self._stop_waiting(_paths(list(self.measured)[as_returned:]))
         kept, self.kept = list(self.kept.values()), {}
         if self.calls == 0:
             self.copied = {key for t, _, version, keys in kept if t._version != version for key in keys}
-            self._let_wait({name.split("[")[0] for _, name in self.copied | set(self.measured)})
+            self._let_wait(_paths(self.copied | set(self.measured)))
         small = [one for one in kept if one[1].numel() < self.LARGE]
         large = [one for one in kept if one[1].numel() >= self.LARGE]
         for group, measure in ((small, batch_moments), (large, each_moments)):

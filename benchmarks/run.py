@@ -103,7 +103,7 @@ WATCH = """
 import json, tempfile, time
 from pathlib import Path
 import torch
-from explorer.watching import Settings, build_pipeline, watch
+from explorer.generation import Settings, build_pipeline, watch
 
 model, size, steps, repeats, with_floor = {model!r}, {size}, {steps}, {repeats}, {with_floor}
 settings = Settings(prompt="a red circle on the left", model=model, steps=steps, height=size, width=size)
@@ -179,7 +179,7 @@ print(json.dumps({{**times, "around": around, "steps": len(pipe.scheduler.timest
 MAPS_SIZE = """
 import json, tempfile
 from pathlib import Path
-from explorer.watching import Settings, generate
+from explorer.generation import Settings, generate
 out = Path(tempfile.mkdtemp())
 generate(Settings(prompt="a lighthouse on a cliff at dusk", steps={steps}, height=512, width=512, attention_maps=True,
                   watch_depth=0), out)

@@ -77,20 +77,20 @@ def generate(prompt: str, *, out=None, compare: bool = False, **settings) -> Run
     """
     from pathlib import Path
 
-    from explorer.watching import Settings, default_out
-    from explorer.watching import generate as run
+    from explorer.generation import Settings, default_out
+    from explorer.generation import generate as run
 
     result = run(Settings(prompt=prompt, **settings), Path(out) if out else default_out(prompt), compare=compare)
     return load_run(result.out)
 
 
 def watch(pipe, out, **options):
-    """Watch every step of your own diffusers pipeline while you call it; see explorer.watching.watch.
+    """Watch every step of your own diffusers pipeline while you call it; see explorer.generation.watch.
 
         with explorer.watch(pipe, "runs/mine", attention_maps=True) as run:
             image = pipe("a lighthouse at dusk", num_inference_steps=20).images[0]
         run.attention("lighthouse")
     """
-    from explorer.watching import watch as watching
+    from explorer.generation import watch as watching
 
     return watching(pipe, out, **options)

@@ -22,9 +22,9 @@ from typer.core import TyperGroup
 from explorer.analysis import SORTS
 from explorer.components import COMPONENTS
 from explorer.errors import ExplorerError, OptionError
+from explorer.generation import SCHEDULERS
 from explorer.loading import WEIGHTS
 from explorer.views.format import plural
-from explorer.watching import SCHEDULERS
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -628,7 +628,7 @@ def generate(
     """
     with user_errors():
         from explorer.views.live import LiveDisplay, compare_view, summary
-        from explorer.watching import GenerationError, Settings, default_out, generate as run_generation
+        from explorer.generation import GenerationError, Settings, default_out, generate as run_generation
 
         settings = Settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                             height=height, width=width, seed=seed, scheduler=getattr(scheduler, "value", scheduler),

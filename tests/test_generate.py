@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from explorer.cli import app
 from explorer.runs import SCHEMA, load_run
-from explorer.watching import Settings, generate
+from explorer.generation import Settings, generate
 
 runner = CliRunner()
 

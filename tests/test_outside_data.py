@@ -116,7 +116,7 @@ def test_a_folder_never_imports_the_module_it_names(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def a_run(tmp_path_factory):
-    from explorer.watching import Settings, generate
+    from explorer.generation import Settings, generate
 
     run = tmp_path_factory.mktemp("run")
     generate(Settings(prompt="a red circle on the left", model="micro", steps=2, seed=0, attention_maps=True), run)

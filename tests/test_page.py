@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from conftest import needs_chromium
 from explorer.cli import app
-from explorer.watching import Settings, generate
+from explorer.generation import Settings, generate
 
 HOSTILE = '<img src=x onerror="window.__xss=1"></script><script>window.__xss=2</script> a lighthouse'
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from explorer.cli import app
 from explorer.runs import load_run
-from explorer.watching import GenerationError, Settings, generate
+from explorer.generation import GenerationError, Settings, generate
 
 runner = CliRunner()
 PROMPT = "a lighthouse at dusk"
@@ -103,7 +103,7 @@ def test_watching_changes_nothing_bit_for_bit(tmp_path):
     """The same pipeline, the same seed: unwatched, then with every watcher on."""
     import torch
 
-    from explorer.watching import build_pipeline, watch
+    from explorer.generation import build_pipeline, watch
 
     built = build_pipeline(tiny())
 
@@ -166,7 +166,7 @@ def test_a_users_own_pipeline(tmp_path, tiny_folder):
 def test_maps_are_skipped_with_a_warning_for_other_processors(tmp_path):
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from explorer.watching import build_pipeline, watch
+    from explorer.generation import build_pipeline, watch
 
     class Custom(AttnProcessor2_0):  # not one the recording processor reproduces
         pass
@@ -182,7 +182,7 @@ def test_maps_are_skipped_with_a_warning_for_other_processors(tmp_path):
 @pytest.mark.parametrize("scheduler, limit", [("pndm", 999), ("ddim", 999), ("euler", 1000)])
 def test_each_scheduler_knows_its_limit(tmp_path, scheduler, limit):
     from explorer.specs import SD15
-    from explorer.watching import max_steps
+    from explorer.generation import max_steps
 
     assert max_steps(scheduler, dict(SD15.scheduler)) == limit
     result = runner.invoke(app, ["generate", "-p", "x", "--model", "tiny", "--scheduler", scheduler,
@@ -198,7 +198,7 @@ def test_pndm_runs_its_maximum(tmp_path):
 
 
 def test_a_failing_pipeline_is_one_sentence_and_keeps_its_steps(tmp_path, monkeypatch):
-    from explorer import watching
+    from explorer.generation import watching
 
     original = watching.Watcher._finish_step
 
@@ -268,7 +268,7 @@ def test_block_activity_is_each_modules_own_output(tmp_path, monkeypatch, large,
     import torch
 
     from explorer.capture.activity import BlockActivity, called_depths
-    from explorer.watching import build_pipeline, watch
+    from explorer.generation import build_pipeline, watch
 
     monkeypatch.setattr(BlockActivity, "LARGE", large)
     monkeypatch.setattr(BlockActivity, "HOLD", hold)
@@ -658,7 +658,7 @@ def test_each_steps_previews_are_cut_from_one_file_in_their_places(tmp_path):
     from PIL import Image
 
     from explorer.previews import latent_pixels
-    from explorer.watching import build_pipeline, watch
+    from explorer.generation import build_pipeline, watch
 
     pipe = build_pipeline(tiny()).pipe
     latents = []

@@ -71,7 +71,7 @@ class Evaluation:
 
 def load_pipeline(model: str, device: str = "cpu"):
     """The model's StableDiffusionPipeline, loaded the way `explore generate` loads it."""
-    from explorer.watching import Settings, build_pipeline
+    from explorer.generation import Settings, build_pipeline
 
     return build_pipeline(Settings(prompt="", model=model)).pipe.to(device)
 
@@ -128,7 +128,7 @@ def attention_mass(model: str = "micro", seeds: int = 2, specs: list[Spec] | Non
 
     from explorer.runs import load_run
     from explorer.views.maps import halves
-    from explorer.watching import Settings, generate as watched
+    from explorer.generation import Settings, generate as watched
 
     specs = specs or [Spec(*c) for c in all_combinations() if c[2] in HALVES]
     rows = []

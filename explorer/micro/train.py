@@ -646,7 +646,7 @@ def write_pipeline(folder: Path, models: dict) -> None:
 
     from explorer.specs import MICRO
     from explorer.tokenizer import clip_tokenizer
-    from explorer.watching import pipeline_class
+    from explorer.generation import pipeline_class
 
     pipe = pipeline_class()(
         vae=models["vae"],

@@ -1,6 +1,6 @@
 """What `explore generate` shows: the live panel during the run, the summary after it.
 
-Pure functions of the watcher's plain record (`explorer.watching.Recording`) and the phase running
+Pure functions of the watcher's plain record (`explorer.generation.Recording`) and the phase running
 now: they read it, never the pipeline.
 """
 
@@ -266,7 +266,7 @@ class LiveDisplay:
         self.live = Live(console=console, refresh_per_second=4, transient=False)
 
     def callbacks(self) -> dict:
-        """The keyword arguments explorer.watching.generate takes to report its progress."""
+        """The keyword arguments explorer.generation.generate takes to report its progress."""
         return {"on_start": self.on_start, "on_step": self.on_step, "on_phase": self.on_phase}
 
     def on_phase(self, name: str) -> None:

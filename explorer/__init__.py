@@ -16,6 +16,13 @@ Values, not only shapes, on the micro model trained here (or your own SD1.5 weig
     >>> with explorer.watch(pipe, "runs/mine", attention_maps=True) as run:   # your own pipeline
     ...     pipe("a lighthouse at dusk")
 
+Experiments: change one part of the running model and see what it does (explorer.edits):
+
+    >>> from explorer import edits
+    >>> exp = explorer.experiment("a red circle on the left", edits=[edits.swap("red", "blue", layers="8x8")])
+    >>> print(exp.summary())                             # what changed, and where it entered the U
+    >>> explorer.sweep("a red circle on the left", over="cross-attention").table()
+
 What changed between two models, module by module, with a summary in words:
 
     >>> print(explorer.diff("sd15", "sdxl").summary())
@@ -23,9 +30,11 @@ What changed between two models, module by module, with a summary in words:
 Importing this package is cheap: torch and diffusers load on the first trace.
 """
 
+from explorer import edits
 from explorer.compare import diff
 from explorer.diagrams import Diagram, diagram
 from explorer.errors import ExplorerError
+from explorer.experiments import Experiment, Sweep, experiment, load_experiment, load_sweep, sweep
 from explorer.explore import narrow, trace
 from explorer.loading import load
 from explorer.record import SCHEMA, Node, Trace
@@ -52,6 +61,13 @@ __all__ = [
     "load_run",
     "Run",
     "diff",
+    "edits",
+    "experiment",
+    "sweep",
+    "Experiment",
+    "Sweep",
+    "load_experiment",
+    "load_sweep",
 ]
 
 

@@ -21,7 +21,9 @@ from typer.core import TyperGroup
 
 from explorer.analysis import SORTS
 from explorer.components import COMPONENTS
+from explorer.edits import SYNTAX as EDIT_SYNTAX
 from explorer.errors import ExplorerError, OptionError
+from explorer.experiments import OVER
 from explorer.generation import SCHEDULERS
 from explorer.loading import WEIGHTS
 from explorer.views.format import plural
@@ -48,8 +50,10 @@ class _Commands(TyperGroup):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for command in self.commands.values():
+            if command.help:  # each paragraph one line, wrapped to the terminal by rich (it keeps a docstring's breaks)
+                command.help = "\n\n".join(" ".join(paragraph.split()) for paragraph in command.help.split("\n\n"))
             if command.help and not command.short_help:
-                command.short_help = " ".join(command.help.split("\n\n")[0].split())
+                command.short_help = command.help.split("\n\n")[0]
 
     def resolve_command(self, ctx, args):
         name = args[0] if args else ""
@@ -649,6 +653,169 @@ def generate(
             out.print(compare_view(result.watch.recording.compare))
         if result.interrupted:
             raise typer.Exit(130)
+
+
+@app.command()
+def experiment(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to draw.")],
+    off: Annotated[list[str], typer.Option("--off", metavar="PATH", help="Switch a module off: " + EDIT_SYNTAX["off"] + ".")] = [],  # noqa: B006
+    scale: Annotated[list[str], typer.Option("--scale", metavar="PATH=FACTOR", help="A module's contribution × a factor: " + EDIT_SYNTAX["scale"] + ".")] = [],  # noqa: B006
+    skips: Annotated[list[str], typer.Option("--skips", metavar="LEVEL=FACTOR", help="The skip tensors arriving in an up block × a factor: " + EDIT_SYNTAX["skips"] + ".")] = [],  # noqa: B006
+    freeu: Annotated[bool, typer.Option("--freeu", help="FreeU, diffusers' own (b1 1.5, b2 1.6, s1 0.9, s2 0.2: the values published for SD1.5).")] = False,
+    freeu_factors: Annotated[Optional[str], typer.Option(help="FreeU with other factors: B1,B2,S1,S2 (implies --freeu).")] = None,
+    prompt_at: Annotated[list[str], typer.Option("--prompt-at", metavar="PROMPT@LAYERS", help="Some cross-attention layers read another prompt (P+): " + EDIT_SYNTAX["prompt_at"] + ".")] = [],  # noqa: B006
+    swap: Annotated[list[str], typer.Option("--swap", metavar="WORD=NEW[@LAYERS]", help="prompt-to-prompt's replace: the prompt's attention, the new word's values: " + EDIT_SYNTAX["swap"] + ".")] = [],  # noqa: B006
+    reweight: Annotated[list[str], typer.Option("--reweight", metavar="WORD=FACTOR[@LAYERS]", help="A word's attention weights × a factor: " + EDIT_SYNTAX["reweight"] + ".")] = [],  # noqa: B006
+    timestep: Annotated[Optional[str], typer.Option("--timestep", metavar="SHIFT", help="Tell the UNet t + SHIFT while the scheduler keeps its own t, e.g. 300.")] = None,
+    during: Annotated[Optional[str], typer.Option("--during", metavar="STEPS", help="The steps the edits act at: 3, 0-5 (both ends included), 10- or all. [default: all]")] = None,
+    negative_prompt: Annotated[str, typer.Option(help="What to steer away from (classifier-free guidance).")] = "",
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale; 1 or less turns it off.")] = 7.5,
+    height: Height = None,
+    width: Width = None,
+    seed: Annotated[int, typer.Option(help="Seed of the starting noise (the same for both runs) and of random weights.")] = 0,
+    scheduler: Annotated[
+        Optional[Scheduler],
+        typer.Option(help="pndm is SD1.5's own, ddim SD2.1's, euler SDXL's. [default: the model's own]", show_default=False),
+    ] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="micro (trained on coloured shapes, shipped), a preset, a diffusers folder, a .safetensors file or a hub id.")] = "micro",
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Folder for experiment.json, comparison.png and the two runs (baseline/, edited/). [default: a new folder under runs/]"),
+    ] = None,
+    attention_maps: Annotated[bool, typer.Option("--attention-maps", help="Also keep every cross-attention map, in both runs.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record (schema sd-explorer/experiment@1) as JSON.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback when the pipeline fails.")] = False,
+) -> None:
+    """Change one part of the running model and see what it does: the same generation twice from the same
+    noise, as it is and with the edits, both watched, and what changed (the image, x0 step by step, every
+    block's output).
+
+    Edits (any number, together): --off, --scale, --skips, --freeu, --prompt-at, --swap, --reweight,
+    --timestep; --during limits them to some steps. Layers: all, a path or its prefix, a level
+    (down.1, mid, up.2) or a feature-map size (8x8). See docs/experiments.md.
+
+    Try: explore experiment -p "a red circle on the left" --off mid_block · explore experiment -p "a red circle on the left" --swap red=blue@8x8 --during 0-5 -o exp/
+    """
+    with user_errors():
+        from explorer.edits import parse
+        from explorer.experiments import experiment as run_experiment
+        from explorer.generation import GenerationError, default_out
+        from explorer.views.live import TwoRuns
+
+        chosen = [parse(kind, text, during) for kind, texts in
+                  (("off", off), ("scale", scale), ("skips", skips), ("prompt_at", prompt_at), ("swap", swap), ("reweight", reweight))
+                  for text in texts]
+        if timestep is not None:
+            chosen.append(parse("timestep", timestep, during))
+        if freeu or freeu_factors is not None:
+            chosen.append(_freeu(freeu_factors))
+        if not chosen:
+            err.print("[bold yellow]Note:[/] no edit given: both runs are the same model, and nothing should change.", highlight=False)
+        out_dir = out_dir or default_out(prompt).with_name(default_out(prompt).name + "-experiment")
+        display = TwoRuns(err)
+        try:
+            display.status.start()
+            result = run_experiment(prompt, edits=chosen, model=model, seed=seed, steps=steps, guidance=guidance,
+                                    negative_prompt=negative_prompt, height=height, width=width,
+                                    scheduler=getattr(scheduler, "value", scheduler), attention_maps=attention_maps,
+                                    out=out_dir, on_phase=display.on_phase, on_run=display.callbacks)
+        except BaseException as exc:
+            display.stop()
+            if isinstance(exc, (KeyboardInterrupt, GenerationError)):
+                _stopped(exc, debug)
+            raise
+        display.stop()
+        from explorer.files import write_file
+        from explorer.previews import png
+
+        write_file(out_dir / "comparison.png", png(result.figure()))
+        if as_json:
+            sys.stdout.write(json.dumps(result.record, indent=1, ensure_ascii=False) + "\n")
+        else:
+            out.print(result.summary(), highlight=False)
+            err.print(f"Wrote {out_dir}: experiment.json, comparison.png, baseline/ and edited/ (each a run: "
+                      f"explore html site/ --run {out_dir / 'edited'}).", style="dim", highlight=False)
+        if result.status == "interrupted":
+            raise typer.Exit(130)
+
+
+def _freeu(factors: str | None):
+    from explorer.edits import freeu
+
+    if factors is None:
+        return freeu()
+    parts = factors.split(",")
+    if len(parts) != 4:
+        raise OptionError("freeu-factors", f"takes four numbers B1,B2,S1,S2 (e.g. 1.5,1.6,0.9,0.2), got {factors!r}.")
+    try:
+        return freeu(*(float(p) for p in parts))
+    except ValueError:
+        raise OptionError("freeu-factors", f"takes four numbers B1,B2,S1,S2 (e.g. 1.5,1.6,0.9,0.2), got {factors!r}.") from None
+
+
+Over = _choices("Over", OVER)
+EditKind = _choices("EditKind", ("off", "scale"))
+
+
+@app.command()
+def sweep(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to draw.")],
+    edit: Annotated[EditKind, typer.Option(help="What is done to each module in turn: off, or scale (with --factor).")] = "off",
+    factor: Annotated[Optional[float], typer.Option(help="With --edit scale: each module's contribution × this.")] = None,
+    over: Annotated[Optional[Over], typer.Option(help="Which modules: every layer of this kind. [default: cross-attention]", show_default=False)] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Only these cross-attention layers: a path or its prefix, a level (down.1, mid, up.2) or a size (8x8).")] = None,
+    depth: Annotated[Optional[int], typer.Option("--depth", "-d", help="Instead of --over: every module at this depth where the edit means something (1: the blocks).")] = None,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    seed: Annotated[int, typer.Option(help="Seed of the starting noise, the same for every run.")] = 0,
+    model: Annotated[str, typer.Option("--model", "-m", help="micro (shipped), a preset, a diffusers folder, a .safetensors file or a hub id.")] = "micro",
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Folder for sweep.json, sweep.svg (the U coloured by effect), images/ and the baseline run. [default: a new folder under runs/]"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record (schema sd-explorer/sweep@1) as JSON.")] = False,
+) -> None:
+    """One edit over every module of a kind, one run each from the same noise: which layer changes what.
+
+    A table of how much each changed the image (on micro, what the judge saw change: colour, shape,
+    position), and the U coloured by effect.
+
+    Try: explore sweep -p "a red circle on the left" · explore sweep -p "a red circle on the left" --depth 2 -o sweep/
+    """
+    with user_errors():
+        from rich.progress import Progress
+
+        from explorer.diagrams import write
+        from explorer.experiments import sweep as run_sweep
+        from explorer.generation import default_out
+
+        if layers is not None and over not in (None, Over("cross-attention")):
+            raise OptionError("layers", "chooses among cross-attention layers: leave --over out, or give --over cross-attention.")
+        out_dir = out_dir or default_out(prompt).with_name(default_out(prompt).name + "-sweep")
+        status = _status(f"Building {model}…")
+        status.start()
+        try:
+            with Progress(console=err, transient=True) as progress:
+                task = progress.add_task("Sweeping", total=None, visible=False)
+
+                def on_progress(done: int, total: int, path: str) -> None:
+                    status.stop()
+                    progress.update(task, completed=done, total=total, visible=True,
+                                    description=f"Sweeping: {path}" if path else "Sweeping")
+
+                result = run_sweep(prompt, edit=edit.value, factor=factor, over=layers or getattr(over, "value", over),
+                                   depth=depth, model=model, seed=seed, steps=steps, guidance=guidance, out=out_dir,
+                                   on_progress=on_progress)
+        finally:
+            status.stop()
+        write(result.figure(), out_dir / "sweep.svg")
+        if as_json:
+            sys.stdout.write(json.dumps(result.record, indent=1, ensure_ascii=False) + "\n")
+        else:
+            _print_wide(result.table())
+            err.print(f"Wrote {out_dir}: sweep.json, sweep.svg, images/ and baseline/ "
+                      f"({result.record['seconds']['total']:.1f} s).", style="dim", highlight=False)
 
 
 @app.command()

@@ -14,7 +14,7 @@ One module per concern, in the order a generation goes through them:
 
 from explorer.generation.building import Built, build_pipeline, check_drivable, pipeline_class, resolve, scheduler_config_of
 from explorer.generation.recording import Recording, Step
-from explorer.generation.run import GenerationError, Prepared, Result, generate, prepare, run_prepared
+from explorer.generation.run import GenerationError, Prepared, Result, call_pipeline, generate, prepare, run_prepared, settings_record
 from explorer.generation.settings import SCHEDULERS, Settings, check, default_out, max_steps, own_scheduler
 from explorer.generation.watching import PLMS_NOTE, Watcher, predicted_x0, watch, watched
 
@@ -23,5 +23,5 @@ __all__ = [
     "Built", "build_pipeline", "check_drivable", "pipeline_class", "resolve", "scheduler_config_of",
     "Recording", "Step",
     "Watcher", "watch", "watched", "predicted_x0", "PLMS_NOTE",
-    "Prepared", "prepare", "run_prepared", "generate", "GenerationError", "Result",
+    "Prepared", "prepare", "run_prepared", "generate", "call_pipeline", "settings_record", "GenerationError", "Result",
 ]

@@ -122,14 +122,21 @@ def _timed(phases: dict[str, float], phase: str, work: Callable[[], Any]) -> Any
 
 def _run_pipeline(pipe, settings: Settings, watcher: Watcher) -> None:
     """The pipeline's own call, seeded; the image saved when it finishes."""
-    import torch
-
     from explorer.previews import png
 
-    generator = torch.Generator().manual_seed(settings.seed)
     watcher.begin("total")
+    image = call_pipeline(pipe, settings)
+    watcher.end("total")
+    write_atomic(watcher.out / "image.png", png(image))
+
+
+def call_pipeline(pipe, settings: Settings):
+    """The pipeline called with these settings, its noise seeded by `settings.seed`: the image (PIL)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(settings.seed)
     with torch.no_grad():
-        image = pipe(
+        return pipe(
             prompt=settings.prompt,
             negative_prompt=settings.negative_prompt or None,
             num_inference_steps=settings.steps,
@@ -138,8 +145,6 @@ def _run_pipeline(pipe, settings: Settings, watcher: Watcher) -> None:
             width=settings.width,
             generator=generator,
         ).images[0]
-    watcher.end("total")
-    write_atomic(watcher.out / "image.png", png(image))
 
 
 def settings_record(settings: Settings, built: Built) -> dict:

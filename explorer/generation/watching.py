@@ -87,6 +87,7 @@ class Watcher:
         recording.blocks = list(self.activity.paths)
         self.phase, self.starts = "", {}
         self.current: dict[str, Any] = {}  # the step in progress: its seams and the UNet's prediction
+        self.latest: dict[str, Any] = {}  # the last step's x0 and latent, as tensors
         self.step_started: float | None = None
         self.previews: list = []  # the latent after each step: (h, w, 3) RGB pixels
         self.last_maps: list = []  # the last step's maps, one array per layer (the live panel shows them)
@@ -191,6 +192,7 @@ class Watcher:
             result = original(model_output, timestep, sample, *args, **kwargs)
             latent_out = result[0] if isinstance(result, tuple) else result.prev_sample
             self.current.update(latent_in=_shape(sample), guided=_shape(model_output), latent_out=_shape(latent_out))
+            self.latest = {"x0": x0, "latent": latent_out}  # for on_step callbacks (an experiment compares them)
             self._finish_step(float(timestep), model_output, x0, latent_out)
             return result
 

@@ -39,6 +39,13 @@ FILL = {
     "changed": "#ffd98a",
     "same": "#eeeeee",
     "removed": "#f4b9b9",
+    # a sweep's figure (explorer.views.experiment): how much editing a block changed the image
+    "effect0": "#f7f7f7",
+    "effect1": "#fff2cc",
+    "effect2": "#ffd58a",
+    "effect3": "#fdae61",
+    "effect4": "#f46d43",
+    "effect5": "#d73027",
 }
 LEGEND = {
     "conv": "convolution",
@@ -53,6 +60,12 @@ LEGEND = {
     "changed": "changed (or changed inside)",
     "same": "the same",
     "removed": "removed",
+    "effect0": "image unchanged",
+    "effect1": "image change under 0.5 %",
+    "effect2": "0.5 to 2 %",
+    "effect3": "2 to 5 %",
+    "effect4": "5 to 12 %",
+    "effect5": "12 % or more",
 }
 _PLAIN_PORTS = {"input", "other", "tensors", "hidden_states"}  # argument names that say nothing on an arrow
 BUS_MIN = 3  # a tensor reaching this many drawn nodes is drawn as one bus

@@ -305,3 +305,41 @@ def start_warnings(watch: Any) -> list[str]:
             "a .safetensors file, a hub id or micro for a real image."
         )
     return warnings
+
+
+class TwoRuns:
+    """What `explore experiment` shows on stderr: the spinner while the pipeline is built, then each
+    run's live panel under its name (baseline, then edited), the first one finished before the next
+    starts."""
+
+    def __init__(self, console):
+        self.console = console
+        self.first = LiveDisplay(console)
+        self.shown: list[tuple[LiveDisplay, Any]] = []  # each run's display and its watcher
+
+    @property
+    def status(self):
+        return self.first.status
+
+    def on_phase(self, name: str) -> None:
+        self.first.on_phase(name)
+
+    def callbacks(self, name: str) -> dict:
+        """The callbacks explorer.experiment takes for the run `name`."""
+        display = self.first if not self.shown else LiveDisplay(self.console)
+
+        def on_start(watch: Any) -> None:
+            if self.shown:
+                previous, watched = self.shown[-1]
+                previous.stop(watched)
+            self.shown.append((display, watch))
+            display.status.stop()
+            self.console.print(f"[bold]{name}[/]", highlight=False)
+            display.on_start(watch)
+
+        return {"on_start": on_start, "on_step": display.on_step}
+
+    def stop(self) -> None:
+        self.first.status.stop()
+        for display, watch in self.shown:
+            display.stop(watch)

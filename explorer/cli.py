@@ -466,6 +466,17 @@ def html(
         typer.Option("--diff", help="Add a Diff tab: what changed from this model to --model (as `explore diff DIFF MODEL` "
                      "says), on the coloured U, each block a click away."),
     ] = None,
+    experiment: Annotated[
+        Optional[Path],
+        typer.Option("--experiment", help="Also show an experiment: the --out folder of `explore experiment` (an "
+                     "Experiment tab; on the U, each block coloured by how much its output changed at the step the "
+                     "slider shows, both runs' x0 side by side)."),
+    ] = None,
+    sweep: Annotated[
+        Optional[Path],
+        typer.Option("--sweep", help="Also show a sweep: the --out folder of `explore sweep` (on the U, each block "
+                     "coloured by how much editing it changed the image; a click shows the two images)."),
+    ] = None,
     config: Config = None,
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
@@ -474,7 +485,8 @@ def html(
     """Write an interactive page: the pipeline and the U, and a click opens any block, down to the
     attention heads. Self-contained: open FOLDER/index.html in any browser, offline.
 
-    Try: explore html site/ · explore html site/ --model sdxl --diff sd15 · explore html site/ --run runs/circle
+    Try: explore html site/ · explore html site/ --model sdxl --diff sd15 · explore html site/ --run runs/circle ·
+    explore html site/ --experiment exp/ · explore html site/ --sweep sweep/
     """
     with user_errors():
         from rich.progress import Progress
@@ -484,6 +496,17 @@ def html(
         if run is not None:
             record = read_run(run)  # one sentence before any work when it is not a run
             model = model or _run_model(record)
+        shown_experiment = shown_sweep = None
+        if experiment is not None:
+            from explorer.experiments import load_experiment
+
+            shown_experiment = load_experiment(experiment)
+            model = model or _run_model(shown_experiment.baseline.record)
+        if sweep is not None:
+            from explorer.experiments import load_sweep
+
+            shown_sweep = load_sweep(sweep)
+            model = model or _run_model(shown_sweep.baseline.record)
         model = model or "sd15"
         traces = {
             c: _trace(_request(c, model=model, config=config, weights="meta", allow_pickle=allow_pickle,
@@ -499,7 +522,7 @@ def html(
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("Drawing every block", total=None)
             page = build(folder, traces, run, progress=lambda done, total: progress.update(task, completed=done, total=total),
-                         diff=compared)
+                         diff=compared, experiment=shown_experiment, sweep=shown_sweep)
         err.print(f"Wrote {page}: open it in a browser.", style="dim", highlight=False)
 
 

@@ -3,6 +3,8 @@
     site/index.html   the page, with page.css and page.js (plain JavaScript), from explorer/views/assets
     site/data.js      the records and one Graphviz SVG per block that has something inside
     site/run/         with --run: the latent previews of that generation
+    site/experiment/  with --experiment: the two runs' previews and images (baseline/, edited/)
+    site/sweep/       with --sweep: the baseline's image and one image per module edited
 
 Everything is built in a temporary folder beside the target and moved into place at the end, so
 a failure leaves nothing half-written.
@@ -45,9 +47,13 @@ def build(
     run_folder: Path | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
     diff=None,
+    experiment=None,
+    sweep=None,
 ) -> Path:
     """Write the page for `traces` (unet, vae, clip; with FLOPs) into `folder`; with `diff` (an
-    explorer.compare.ModelDiff whose B is the page's model) a Diff tab too."""
+    explorer.compare.ModelDiff whose B is the page's model) a Diff tab too; with `experiment` (an
+    explorer.Experiment) an Experiment tab and the U coloured by what changed at each step; with
+    `sweep` (an explorer.Sweep) the U coloured by each module's effect."""
     from explorer.diagrams import check_writable
     from explorer.views.figures import pipeline_scene
     from explorer.views.graph import scene, to_dot
@@ -81,7 +87,10 @@ def build(
 
     def write(staging: Path) -> None:
         run_data = _copy_run(run, run_folder, staging / "run") if run is not None else None
-        (staging / "data.js").write_text(to_script(page_data(traces, views, pipeline, run_data, diff and _diff_page(diff, keys))))
+        data = page_data(traces, views, pipeline, run_data, diff and _diff_page(diff, keys))
+        data["experiment"] = _experiment_page(experiment, staging / "experiment") if experiment is not None else None
+        data["sweep"] = _sweep_page(sweep, staging / "sweep") if sweep is not None else None
+        (staging / "data.js").write_text(to_script(data))
         for name in ASSETS:
             (staging / name).write_text(asset(name), encoding="utf-8")
 
@@ -125,13 +134,64 @@ def _diff_page(diff, keys: dict[str, dict[str, str]]) -> dict:
 MAP_SIDE = 32  # maps larger than this are averaged down for the page (its data stays small)
 
 
-def _copy_run(run: dict, run_folder: Path, target: Path) -> dict:
-    """The run's record for the page, and its images copied beside it (a generation@3 or later
-    step's previews cut apart, one file each, as earlier runs kept them). File names are made from
-    step positions here, never taken from the record."""
-    from explorer.runs import GUIDANCE_PARTS, TILES, preview_file, preview_tiles, single_preview_file
+def _experiment_page(experiment, target: Path) -> dict:
+    """An experiment for the page: its record's summary, edits and per-step changes, and both runs
+    (as --run gives one) with their images under experiment/baseline and experiment/edited."""
+    from explorer.views.experiment import summary
+
+    record = experiment.record
+    target.mkdir()
+    runs = {}
+    for name, run in (("baseline", experiment.baseline), ("edited", experiment.edited)):
+        if run is not None:
+            runs[name] = _copy_run(run.record, run.folder, target / name, prefix=f"experiment/{name}")
+    steps = [s for s in record.get("steps", []) if isinstance(s, dict)]
+    blocks = [b for b in record.get("blocks", []) if isinstance(b, str)]
+    return {
+        "summary": summary(record),
+        "settings": record.get("settings", {}),
+        "edits": [{"text": e.get("text", ""), "kind": e.get("kind", "")} for e in record.get("edits", []) if isinstance(e, dict)],
+        "image": record.get("image"),
+        "judge": record.get("judge"),
+        "entered": record.get("entered"),
+        "x0": [s.get("x0") for s in steps],
+        "change": {b: [(s.get("blocks") or {}).get(b, 0.0) for s in steps] for b in blocks},
+        "runs": runs,
+    }
+
+
+def _sweep_page(sweep, target: Path) -> dict:
+    """A sweep for the page: per module its place, its effect and its image (copied under sweep/),
+    and the baseline's image. File names are made here from positions, never taken from the record."""
+    from explorer.views.experiment import judged
 
     target.mkdir()
+    baseline = "sweep/baseline.png" if _copy_to(sweep.baseline.folder / "image.png", target / "baseline.png") else None
+    modules = []
+    for k, m in enumerate(sweep.modules):
+        image = f"sweep/{k:02d}.png" if _copy_to(sweep.folder / f"images/{k:02d}.png", target / f"{k:02d}.png") else None
+        modules.append({key: m.get(key) for key in ("path", "type", "level", "size", "change", "changed_pixels")}
+                       | {"text": (m.get("edit") or {}).get("text", ""), "image": image, "judged": judged(m.get("judge"))})
+    s = sweep.record.get("settings", {})
+    return {"settings": s, "edit": sweep.record.get("edit"), "factor": sweep.record.get("factor"), "baseline": baseline,
+            "modules": modules, "skipped": sweep.record.get("skipped", [])}
+
+
+def _copy_to(source: Path, target: Path) -> bool:
+    """Copy one file, when it is a plain file and not a link."""
+    if source.is_symlink() or not source.is_file():
+        return False
+    shutil.copy(source, target)
+    return True
+
+
+def _copy_run(run: dict, run_folder: Path, target: Path, prefix: str = "run") -> dict:
+    """The run's record for the page, and its images copied beside it (a generation@3 or later
+    step's previews cut apart, one file each, as earlier runs kept them); the page finds them under
+    `prefix`. File names are made from step positions here, never taken from the record."""
+    from explorer.runs import GUIDANCE_PARTS, TILES, preview_file, preview_tiles, single_preview_file
+
+    target.mkdir(parents=True)
     steps = [s for s in run.get("steps", []) if isinstance(s, dict)]
     tiles = preview_tiles(run)
     previews, guidance = {}, {}
@@ -142,11 +202,11 @@ def _copy_run(run: dict, run_folder: Path, target: Path) -> dict:
         else:
             copied = _cut(run_folder, preview_file(k), tiles, {p: target / names[p] for p in names if p in tiles})
         if "latent" in copied:
-            previews[k] = f"run/{names['latent']}"
-        if parts := {p: f"run/{names[p]}" for p in GUIDANCE_PARTS if p in copied}:
+            previews[k] = f"{prefix}/{names['latent']}"
+        if parts := {p: f"{prefix}/{names[p]}" for p in GUIDANCE_PARTS if p in copied}:
             guidance[k] = parts
     return {
-        "image": "run/image.png" if _copy(run_folder, "image.png", target) else None,
+        "image": f"{prefix}/image.png" if _copy(run_folder, "image.png", target) else None,
         "settings": run.get("settings", {}),
         "tokens": run.get("tokens", []),
         "steps": [{key: s.get(key) for key in ("index", "timestep", "seconds", "shapes", "latent_stats")} for s in steps],

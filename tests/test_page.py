@@ -246,3 +246,60 @@ def test_a_run_folder_cannot_make_the_page_carry_other_files(tmp_path):
     copied = [p for p in (tmp_path / "site").rglob("*") if p.is_file()]
     assert (tmp_path / "site" / "run" / "previews" / "001.png").exists()
     assert not any(p.is_symlink() or b"do not copy me" in p.read_bytes() for p in copied)
+
+
+# -- an experiment and a sweep on the page ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def experiment_site(tmp_path_factory):
+    import explorer
+    from explorer import edits
+
+    root = tmp_path_factory.mktemp("experiment")
+    explorer.experiment("a red circle on the left", edits=[edits.swap("red", "blue", "8x8")], steps=4, out=root / "exp")
+    explorer.sweep("a red circle on the left", over="up.3", steps=3, out=root / "sweep")
+    folder = root / "site"
+    result = CliRunner().invoke(app, ["html", str(folder), "--experiment", str(root / "exp"), "--sweep", str(root / "sweep")])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_the_experiment_on_the_u_and_in_its_tab(browser, experiment_site):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((experiment_site / "index.html").as_uri() + "#unet")
+    painted = page.locator("#diagram .sd-node.painted")
+    assert painted.count() >= 10  # every block of the U at depth 1 has its change
+    fills = lambda: page.eval_on_selector_all("#diagram .sd-node.painted > polygon, #diagram .sd-node.painted > path",  # noqa: E731
+                                              "els => els.map(e => e.style.fill)")
+    last = fills()
+    page.fill("#exp-step", "0")  # step 0: upstream of the edited layers nothing changed yet
+    page.dispatch_event("#exp-step", "input")
+    assert fills() != last and "rgb(255, 255, 255)" in fills()
+    assert page.locator("#expbar figure.thumb img").count() == 2
+    page.hover('#diagram [data-path="down_blocks.1"]')
+    assert "In the experiment" in page.inner_text("#info")
+    page.click("#tabs button[data-tab=experiment]")
+    assert "swap red → blue" in page.inner_text("#experiment")
+    assert page.locator("#experiment table.strip td.cell").count() > 40
+    assert page.locator('#experiment figure.result[data-run="edited"] img').count() == 1
+    assert not errors
+    page.close()
+
+
+def test_the_sweep_colours_the_u_and_a_block_shows_its_two_images(browser, tmp_path, experiment_site):
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(experiment_site, site)
+    (site / "data.js").write_text((site / "data.js").read_text().replace('"experiment":{', '"experiment_off":{'))  # the sweep alone
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto((site / "index.html").as_uri() + "#unet")
+    assert page.locator("#sweepbar").count() == 1 and page.locator("#diagram .sd-node.painted").count() >= 1
+    page.hover('#diagram [data-path="up_blocks.3"]')
+    text = page.inner_text("#info")
+    assert "In the sweep" in text and "up_blocks.3.attentions.1.transformer_blocks.0.attn2" in text
+    assert page.locator("#info .pair img").count() == 4  # two layers, each: as it is, switched off
+    page.close()

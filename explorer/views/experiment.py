@@ -157,6 +157,16 @@ def _shown_steps(count: int, most: int = 8) -> list[int]:
 # -- sweeps -------------------------------------------------------------------------------------------
 
 
+def judged(judge: dict | None) -> str:
+    """What the judge saw change: "colour red → purple, shape circle → triangle", or "the same"."""
+    if not judge:
+        return ""
+    if not judge["edited"]["colour"]:
+        return "nothing drawn"
+    changed = [f"{what} {judge['baseline'][what] or '?'} → {judge['edited'][what]}" for what in judge["changed"]]
+    return ", ".join(changed) or "the same"
+
+
 def sweep_table(record: dict) -> str:
     """One line per module: where it is, how much editing it changed the image, what the judge saw."""
     s = record.get("settings", {})
@@ -164,12 +174,7 @@ def sweep_table(record: dict) -> str:
     lines = [f"{s.get('model', '')} · {s.get('prompt', '')!r} · seed {s.get('seed')} · {edit}, one module at a time"]
     rows = [("module", "level", "map", "image change", "pixels moved", "the judge")]
     for m in record.get("modules", []):
-        judge = m.get("judge")
-        seen = (", ".join(judge["changed"]) + " changed" if judge["changed"] else "the same") if judge else ""
-        if judge and judge["changed"]:
-            e = judge["edited"]
-            seen += f" ({' '.join(x for x in (e['colour'], e['shape'], e['position']) if x) or 'nothing drawn'})"
-        rows.append((m["path"], m["level"], m["size"], _percent(m["change"]), _percent(m["changed_pixels"]), seen))
+        rows.append((m["path"], m["level"], m["size"], _percent(m["change"]), _percent(m["changed_pixels"]), judged(m.get("judge"))))
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     for skipped in record.get("skipped", []):

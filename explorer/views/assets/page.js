@@ -9,7 +9,8 @@ const el = (tag, props = {}, ...children) => {
 };
 // Tab names: the pipeline and the generation, and one tab per component of the records
 // (their titles come from explorer.components).
-const NAMES = { pipeline: "Pipeline", run: "Generation", diff: "Diff" };
+const NAMES = { pipeline: "Pipeline", run: "Generation", diff: "Diff", experiment: "Experiment" };
+const PAGES = ["run", "diff", "experiment"];  // tabs that are a page of their own, not one diagram
 for (const [name, comp] of Object.entries(SD.components)) {
   NAMES[name] = comp.title;
   $("tabs").insertBefore(el("button", { "data-tab": name, text: comp.tab }), document.querySelector('#tabs button[data-tab="run"]'));
@@ -29,11 +30,12 @@ function show(tab, view, pick) {
   if (tab !== state.tab) $("info").replaceChildren(el("p", { cls: "hint", text: "Hover a box to see what it is; click a block to open it." }));
   state.tab = tab; state.view = view; state.picked = pick || null;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("on", b.dataset.tab === tab);
-  const page = tab === "run" || tab === "diff";  // a page of its own, not one diagram
-  $("run").hidden = tab !== "run"; $("diff").hidden = tab !== "diff"; $("diagram").hidden = page;
+  const page = PAGES.includes(tab);
+  for (const name of PAGES) $(name).hidden = tab !== name;
+  $("diagram").hidden = page;
   document.querySelector(".zoom").hidden = page;
   const diagram = $("diagram");
-  if (page) { if (tab === "run") renderRun(); else renderDiff(); crumbs(); $("runbar").replaceChildren(); $("hint").textContent = ""; history.replaceState(null, "", "#" + tab); return; }
+  if (page) { ({ run: renderRun, diff: renderDiff, experiment: renderExperiment })[tab](); crumbs(); $("runbar").replaceChildren(); $("hint").textContent = ""; history.replaceState(null, "", "#" + tab); return; }
   if (tab === "pipeline") {
     diagram.replaceChildren();
     diagram.insertAdjacentHTML("beforeend", SD.pipeline);
@@ -53,7 +55,8 @@ function show(tab, view, pick) {
       if (n && n.view) g.classList.add("has-view");
     }
   }
-  $("runbar").replaceChildren(...[runBar()].filter(Boolean));
+  $("runbar").replaceChildren(...[runBar(), experimentBar(), sweepBar()].filter(Boolean));
+  paint();
   applyZoom();
   crumbs();
   if (pick) highlight(pick);
@@ -63,7 +66,7 @@ function show(tab, view, pick) {
 function crumbs() {
   const c = $("crumbs"); c.replaceChildren();
   const add = (text, fn) => { if (c.childElementCount) c.append(el("span", { cls: "sep", text: "›" })); c.append(fn ? el("a", { text }) : el("span", { text })); if (fn) c.lastChild.onclick = fn; };
-  if (state.tab === "pipeline" || state.tab === "run" || state.tab === "diff") { add(NAMES[state.tab]); return; }
+  if (state.tab === "pipeline" || PAGES.includes(state.tab)) { add(NAMES[state.tab]); return; }
   const comp = SD.components[state.tab];
   const chain = [];
   for (let k = state.view; k; k = comp.nodes[k].parent) if (comp.nodes[k].view) chain.unshift(k);
@@ -92,7 +95,7 @@ function info(component, key) {
   box.append(table);
   if (n.note) box.append(el("div", { cls: "note", text: n.note }));
   if (n.view && key !== state.view) { const go = el("a", { cls: "go", text: "Open " + (n.path || component) + " ›" }); go.onclick = () => show(component, key); box.append(go); }
-  box.append(...runInfo(component, n));
+  box.append(...runInfo(component, n), ...experimentInfo(component, n), ...sweepInfo(component, n));
 }
 
 function highlight(key) {
@@ -383,7 +386,143 @@ $("diff").addEventListener("mouseover", (e) => {
   if (g && figure) info(figure.dataset.component, g.dataset.key);
 });
 
+// ---------------------------------------------------------------------------------------------------
+// An experiment (explore experiment): the same generation twice from the same noise, as it is and
+// edited. On the U, each block is coloured by how much its output changed at the slider's step;
+// the Experiment tab has the summary, both images, x0 step by step and the change of every block.
+// A sweep (explore sweep): on the U, each block coloured by how much editing it changed the image.
+
+const EXP = SD.experiment, SWEEP = SD.sweep;
+const CHANGE = [[0, [255, 255, 255]], [0.02, [255, 236, 179]], [0.1, [253, 174, 97]], [0.3, [227, 74, 51]], [1, [127, 0, 0]]];
+const EFFECT = [[0, "#f7f7f7", "image unchanged"], [0.005, "#fff2cc", "under 0.5 %"], [0.02, "#ffd58a", "0.5 to 2 %"],
+  [0.05, "#fdae61", "2 to 5 %"], [0.12, "#f46d43", "5 to 12 %"], [Infinity, "#d73027", "12 % or more"]];
+if (EXP) state.expStep = Math.max(0, EXP.x0.length - 1);
+const pct = (v) => v === null || v === undefined ? "—" : (100 * v).toFixed(1) + " %";
+
+function changeColour(v) {
+  const x = Math.max(0, Math.min(1, v || 0));
+  for (let i = 1; i < CHANGE.length; i++) {
+    const [p1, c1] = CHANGE[i]; const [p0, c0] = CHANGE[i - 1];
+    if (x <= p1) { const f = (x - p0) / (p1 - p0); return "rgb(" + c0.map((c, k) => Math.round(c + f * (c1[k] - c))).join(",") + ")"; }
+  }
+  return "rgb(127,0,0)";
+}
+function effectColour(v) { return (EFFECT.find(([upper], i) => i === 0 ? v <= upper : v < upper) || EFFECT[EFFECT.length - 1])[1]; }
+
+// the swept modules at or inside a place of the U, and the largest change among them
+function swept(path) { return SWEEP ? SWEEP.modules.filter((m) => m.path === path || m.path.startsWith(path + ".")) : []; }
+function sweptEffect(path) { const found = swept(path); return found.length ? Math.max(...found.map((m) => m.change)) : null; }
+function expChange(path) { const c = EXP && EXP.change[path]; return c ? c[state.expStep] : null; }
+
+// colour the U's boxes: by an experiment's change at the step shown, else by a sweep's effect
+function paint() {
+  if (state.tab !== "unet" || (!EXP && !SWEEP)) return;
+  for (const g of document.querySelectorAll("#diagram .sd-node")) {
+    const value = EXP ? expChange(g.dataset.path) : sweptEffect(g.dataset.path);
+    const shape = g.querySelector("polygon, path");
+    if (!shape || value === null) continue;
+    shape.style.fill = EXP ? changeColour(value) : effectColour(value);
+    g.classList.add("painted");
+  }
+}
+
+function runThumb(name, step) {
+  const run = EXP.runs[name]; const src = run && run.guidance[step] && run.guidance[step].x0;
+  return el("figure", { cls: "thumb", "data-run": name }, src ? el("img", { src, alt: "x0 of the " + name + " run" }) : el("span", { text: "—" }),
+    el("figcaption", { text: name }));
+}
+
+function experimentBar() {
+  if (!EXP || state.tab !== "unet") return null;
+  const label = el("span", { cls: "path" });
+  const thumbs = el("span", { cls: "thumbs" });
+  const again = () => {
+    label.textContent = "step " + state.expStep + " · x0 changed " + pct(EXP.x0[state.expStep]);
+    thumbs.replaceChildren(runThumb("baseline", state.expStep), runThumb("edited", state.expStep));
+    paint(); if (state.infoKey) info(state.tab, state.infoKey);
+  };
+  const slider = el("input", { type: "range", min: "0", max: String(Math.max(0, EXP.x0.length - 1)), value: String(state.expStep), id: "exp-step", "aria-label": "denoising step of the experiment" });
+  slider.oninput = () => { state.expStep = Number(slider.value); again(); };
+  const bar = el("div", { cls: "runbar", id: "expbar" }, el("b", { text: "Experiment " }), el("span", { cls: "path", text: EXP.edits.map((e) => e.text).join("; ") || "no edit" }), slider, label, thumbs, legend("how much each block's output changed", [[0, "0"], [0.02, "2 %"], [0.1, "10 %"], [0.3, "30 %"], [1, "100 %"]].map(([v, t]) => [changeColour(v), t])));
+  again();
+  return bar;
+}
+
+function sweepBar() {
+  if (!SWEEP || EXP || state.tab !== "unet") return null;
+  const what = SWEEP.edit === "scale" ? "× " + SWEEP.factor : "off";
+  return el("div", { cls: "runbar", id: "sweepbar" }, el("b", { text: "Sweep " }), el("span", { cls: "path", text: SWEEP.modules.length + " modules, each " + what + " in turn: '" + SWEEP.settings.prompt + "'" }),
+    legend("image change", EFFECT.map(([, colour, text]) => [colour, text])));
+}
+
+function legend(title, entries) {
+  const box = el("span", { cls: "legend" }, el("span", { cls: "path", text: title + ": " }));
+  for (const [colour, text] of entries) { const swatch = el("i", {}); swatch.style.background = colour; box.append(el("span", {}, swatch, el("span", { text }))); }
+  return box;
+}
+
+function experimentInfo(component, n) {
+  if (!EXP || component !== "unet") return [];
+  const c = EXP.change[n.path]; if (!c) return [];
+  return [el("h3", { text: "In the experiment" }), el("div", { cls: "path", text: "output changed " + pct(c[state.expStep]) + " at step " + state.expStep + " (‖edited − baseline‖ / ‖baseline‖)" }), sparkline(c, state.expStep)];
+}
+
+function sweepInfo(component, n) {
+  if (!SWEEP || component !== "unet") return [];
+  const found = swept(n.path); if (!found.length) return [];
+  const parts = [el("h3", { text: "In the sweep" })];
+  for (const m of found.slice(0, 6)) {
+    const said = m.judged ? "the judge: " + m.judged : "";
+    parts.push(el("div", { cls: "path", text: m.path }), el("div", { text: "image change " + pct(m.change) + (said ? " · " + said : "") }));
+    const pair = el("div", { cls: "pair" });
+    if (SWEEP.baseline) pair.append(el("figure", {}, el("img", { src: SWEEP.baseline, alt: "the baseline image" }), el("figcaption", { text: "as it is" })));
+    if (m.image) pair.append(el("figure", {}, el("img", { src: m.image, alt: "the image with " + m.path + " edited" }), el("figcaption", { text: SWEEP.edit === "scale" ? "× " + SWEEP.factor : "switched off" })));
+    parts.push(pair);
+  }
+  if (found.length > 6) parts.push(el("div", { cls: "path", text: "and " + (found.length - 6) + " more inside" }));
+  return parts;
+}
+
+function renderExperiment() {
+  const box = $("experiment"); box.replaceChildren(); if (!EXP) return;
+  const s = EXP.settings;
+  box.append(el("div", { cls: "prompt", text: s.prompt }));
+  box.append(el("div", { cls: "path", text: [s.model, s.steps + " steps", "guidance " + s.guidance, "seed " + s.seed + " (both runs)"].join(" · ") }));
+  for (const e of EXP.edits) box.append(el("p", { cls: "edit", text: "edit: " + e.text }));
+  if (!EXP.edits.length) box.append(el("p", { text: "No edit: the two runs are the same, bit for bit." }));
+  box.append(el("pre", { cls: "summary", text: EXP.summary }));
+  const images = el("div", { cls: "guidance" });
+  for (const name of ["baseline", "edited"]) {
+    const run = EXP.runs[name];
+    if (run && run.image) images.append(el("figure", { cls: "result", "data-run": name }, el("img", { src: run.image, alt: "the " + name + " image" }), el("figcaption", { text: name })));
+  }
+  box.append(el("h3", { text: "The images" }), images);
+  const pair = el("div", { cls: "guidance" });
+  const label = el("div", { cls: "path" });
+  const update = () => {
+    pair.replaceChildren(runThumb("baseline", state.expStep), runThumb("edited", state.expStep));
+    label.textContent = "step " + state.expStep + ": x0 changed " + pct(EXP.x0[state.expStep]);
+    for (const td of strip.querySelectorAll("td.cell")) td.classList.toggle("now", Number(td.dataset.step) === state.expStep);
+  };
+  const slider = el("input", { type: "range", min: "0", max: String(Math.max(0, EXP.x0.length - 1)), value: String(state.expStep), id: "exp-tab-step", "aria-label": "denoising step" });
+  slider.oninput = () => { state.expStep = Number(slider.value); update(); };
+  box.append(el("h3", { text: "x0, step by step" }), slider, label, pair);
+  const strip = el("table", { cls: "strip" });
+  const head = el("tr", {}, el("th", { text: "block" }));
+  EXP.x0.forEach((_, k) => head.append(el("th", { text: String(k) })));
+  strip.append(head);
+  for (const [path, values] of [...Object.entries(EXP.change).filter(([p]) => !p.includes(".") || /^(down|up)_blocks\.\d+$/.test(p)), ["x0", EXP.x0]]) {
+    const row = el("tr", {}, el("td", { cls: "path", text: path }));
+    values.forEach((v, k) => { const td = el("td", { cls: "cell", "data-step": String(k), title: path + ", step " + k + ": " + pct(v) }); td.style.background = changeColour(v); row.append(td); });
+    strip.append(row);
+  }
+  box.append(el("h3", { text: "How much each block's output changed, step by step" }), strip,
+    el("p", { cls: "path", text: "‖edited − baseline‖ / ‖baseline‖ of the prompt's half of the batch; white: nothing changed. Open the UNet tab to see it on the U, at any depth." }));
+  update();
+}
+
 if (SD.run) document.querySelector('#tabs button[data-tab="run"]').hidden = false;
+if (SD.experiment) document.querySelector('#tabs button[data-tab="experiment"]').hidden = false;
 if (SD.diff) document.querySelector('#tabs button[data-tab="diff"]').hidden = false;
 const [tab, view] = decodeURIComponent(location.hash.slice(1)).split("/");
-if (tab === "diff" && SD.diff) show("diff"); else if (tab === "run" && SD.run) show("run"); else if (SD.components[tab]) show(tab, SD.components[tab].nodes[view] ? view : null); else show("pipeline");
+if (tab === "diff" && SD.diff) show("diff"); else if (tab === "run" && SD.run) show("run"); else if (tab === "experiment" && SD.experiment) show("experiment"); else if (SD.components[tab]) show(tab, SD.components[tab].nodes[view] ? view : null); else show("pipeline");

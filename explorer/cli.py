@@ -690,6 +690,7 @@ def experiment(
     swap: Annotated[list[str], typer.Option("--swap", metavar="WORD=NEW[@LAYERS]", help="prompt-to-prompt's replace: the prompt's attention, the new word's values: " + EDIT_SYNTAX["swap"] + ".")] = [],  # noqa: B006
     reweight: Annotated[list[str], typer.Option("--reweight", metavar="WORD=FACTOR[@LAYERS]", help="A word's attention weights × a factor: " + EDIT_SYNTAX["reweight"] + ".")] = [],  # noqa: B006
     timestep: Annotated[Optional[str], typer.Option("--timestep", metavar="SHIFT", help="Tell the UNet t + SHIFT while the scheduler keeps its own t, e.g. 300.")] = None,
+    guide: Annotated[Optional[str], typer.Option("--guide", metavar="SCALE", help="Classifier-free guidance at SCALE instead of --guidance, e.g. 1 (none) --during 0-4.")] = None,
     during: Annotated[Optional[str], typer.Option("--during", metavar="STEPS", help="The steps the edits act at: 3, 0-5 (both ends included), 10- or all. [default: all]")] = None,
     negative_prompt: Annotated[str, typer.Option(help="What to steer away from (classifier-free guidance).")] = "",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
@@ -715,7 +716,7 @@ def experiment(
     block's output).
 
     Edits (any number, together): --off, --scale, --skips, --freeu, --prompt-at, --swap, --reweight,
-    --timestep; --during limits them to some steps. Layers: all, a path or its prefix, a level
+    --timestep, --guide; --during limits them to some steps. Layers: all, a path or its prefix, a level
     (down.1, mid, up.2) or a feature-map size (8x8). See docs/experiments.md.
 
     Try: explore experiment -p "a red circle on the left" --off mid_block · explore experiment -p "a red circle on the left" --swap red=blue@8x8 --during 0-5 -o exp/
@@ -731,6 +732,8 @@ def experiment(
                   for text in texts]
         if timestep is not None:
             chosen.append(parse("timestep", timestep, during))
+        if guide is not None:
+            chosen.append(parse("guidance", guide, during))
         if freeu or freeu_factors is not None:
             chosen.append(_freeu(freeu_factors))
         if not chosen:

@@ -17,6 +17,7 @@ run afterwards is the same, bit for bit, as one before.
     swap(word, new_word, layers)   prompt-to-prompt's replace: the prompt's attention maps, the new words' values
     reweight(word, factor, layers) a word's attention weights × factor (prompt-to-prompt's reweight)
     timestep(shift)                the UNet is told t + shift, while the scheduler keeps its own t
+    guidance(scale)                classifier-free guidance at `scale` instead of the run's own
 
 Steps are the UNet calls of one generation, counted from 0: the record's steps (PNDM makes one call
 more than the steps asked). Layers are the UNet's cross-attention layers (every `attn2`), chosen by
@@ -782,6 +783,50 @@ def _told_time(target: Target, shift: float, last: int, steps) -> Callable[[], N
     return target.pipe.unet.register_forward_pre_hook(shifted, with_kwargs=True).remove
 
 
+@dataclass(frozen=True)
+class Guidance(Edit):
+    """Classifier-free guidance at `scale` in the chosen steps, instead of the run's own: the prompt's
+    half of the UNet's prediction is moved so that the pipeline's own formula, uncond + g · (cond′ −
+    uncond), gives uncond + scale · (cond − uncond). 1: the prompt's prediction alone; 0: the
+    unconditional one alone. Needs a run with guidance above 1 (a batch of two halves)."""
+
+    scale: float
+    steps: Steps = None
+    kind: ClassVar[str] = "guidance"
+
+    def bind(self, target: Target) -> Bound:
+        scale = _finite("scale", self.scale)
+        if scale < 0:
+            raise OptionError("scale", f"must be 0 or more (1: the prompt alone, 0: no prompt), got {scale:g}.")
+        steps = step_set(self.steps, target.calls)
+        meaning = f"classifier-free guidance at {scale:g} instead of the run's own: uncond + {scale:g} · (cond − uncond)"
+        record = {"kind": self.kind, "scale": scale, "steps": _steps_record(steps), "meaning": meaning,
+                  "text": f"{meaning}, {steps_text(steps)}"}
+        return Bound(record, lambda: _guided(target, scale, steps))
+
+
+def _guided(target: Target, scale: float, steps) -> Callable[[], None]:
+    """cond′ = uncond + (scale / g) · (cond − uncond) in the UNet's output, g the pipeline's guidance.
+    (The watchers record that cond′ as the conditional prediction.)"""
+    import torch
+
+    clock = target.clock
+
+    def wrapper_of(forward):
+        def edited(*args, **kwargs):
+            output = forward(*args, **kwargs)
+            g = float(getattr(target.pipe, "guidance_scale", 1.0))
+            if not clock.on(steps) or clock.halves != 2 or scale == g:
+                return output
+            prediction = _first_output(output)
+            uncond, cond = prediction.chunk(2)
+            return _with_first(output, torch.cat([uncond, uncond + (scale / g) * (cond - uncond)]))
+
+        return edited
+
+    return _wrapped_forward(target.pipe.unet, wrapper_of)
+
+
 # -- what users write ------------------------------------------------------------------------------------
 
 
@@ -824,6 +869,11 @@ def reweight(word: str, factor: float, layers: Layers = "all", steps: Steps = No
 def timestep(shift: float, steps: Steps = None) -> Timestep:
     """The UNet is told t + shift."""
     return Timestep(shift, steps)
+
+
+def guidance(scale: float, steps: Steps = None) -> Guidance:
+    """Classifier-free guidance at `scale` at these steps (1: none)."""
+    return Guidance(scale, steps)
 
 
 def unet_calls(scheduler: Any, steps: int) -> int:
@@ -886,6 +936,7 @@ SYNTAX = {
     "swap": "WORD=NEW_WORD or WORD=NEW_WORD@LAYERS, e.g. red=blue@8x8",
     "reweight": "WORD=FACTOR or WORD=FACTOR@LAYERS, e.g. circle=2@up.1",
     "timestep": "SHIFT, e.g. 200 or -300",
+    "guidance": "SCALE, e.g. 1 (no guidance) or 15",
 }
 
 
@@ -905,6 +956,8 @@ def parse(kind: str, text: str, steps: Steps = None) -> Edit:
         return off(text, steps)
     if kind == "timestep":
         return timestep(_finite(option, text), steps)
+    if kind == "guidance":
+        return guidance(_finite(option, text), steps)
     if kind == "prompt_at":
         prompt, at, layers = text.rpartition("@")
         if not at or not prompt.strip() or not layers.strip():

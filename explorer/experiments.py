@@ -313,13 +313,29 @@ def _finish(record: dict, folder: Path, changes: Changes, x0: dict[str, list], m
     write_atomic(folder / RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
+_BUILT: dict[tuple, tuple[int, Any]] = {}  # the last pipeline built for an experiment or a sweep: key -> (seed, Built)
+
+
+def _build_key(settings) -> tuple:
+    """What a built pipeline depends on besides the seed: the model and its loading, the scheduler."""
+    return (settings.model, settings.config, settings.allow_pickle, settings.allow_download, settings.scheduler)
+
+
 class _Prepared:
-    """The explorer's way: the pipeline built once, both runs watched into run folders."""
+    """The explorer's way: the pipeline built once, both runs watched into run folders. The last one
+    built is kept for the next experiment with the same model (edits leave it as it was; random
+    weights only for the same seed): a notebook's experiments after the first start at once."""
 
     def __init__(self, settings, on_phase: Callable[[str], None]):
         from explorer.generation import prepare
 
-        self.prepared = prepare(settings, on_phase=on_phase)
+        key = _build_key(settings)
+        seed, built = _BUILT.get(key, (None, None))
+        if built is not None and built.weights == "random" and seed != settings.seed:
+            built = None
+        self.prepared = prepare(settings, on_phase=on_phase, built=built)
+        _BUILT.clear()
+        _BUILT[key] = (settings.seed, self.prepared.built)
         self.pipe = self.prepared.built.pipe
         self.height, self.width = settings.height, settings.width
         self.micro = bool(self.prepared.built.micro)

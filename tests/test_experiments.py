@@ -300,3 +300,14 @@ def test_the_command_line(tmp_path):
     assert result.exit_code == 0, result.output
     assert "up_blocks.3.attentions.1.transformer_blocks.0.attn2" in result.stdout
     assert (tmp_path / "sweep" / "sweep.svg").read_text().startswith("<?xml")
+
+
+def test_guidance_at_some_steps(micro):
+    plain = latents(micro)
+    assert torch.equal(with_edits(micro, [edits.guidance(7.5)]), plain)  # the run's own scale: nothing moves
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        at_one = micro(PROMPT, num_inference_steps=6, guidance_scale=1.01, generator=generator, output_type="latent").images
+    edited = with_edits(micro, [edits.guidance(1.01)])
+    assert torch.allclose(edited, at_one, atol=1e-4)  # the same as running at that scale, up to rounding
+    assert not torch.allclose(edited, plain, atol=1e-2)

@@ -54,15 +54,16 @@ class Prepared:
         return recording
 
 
-def prepare(settings: Settings, *, on_phase: Callable[[str], None] = lambda text: None) -> Prepared:
-    """Check the settings, build the pipeline and trace its components for the record; one sentence
-    for a setting that cannot work, before anything is built."""
+def prepare(settings: Settings, *, on_phase: Callable[[str], None] = lambda text: None, built: Built | None = None) -> Prepared:
+    """Check the settings, build the pipeline (unless `built`, one built before with the same model,
+    scheduler and seed, is given) and trace its components for the record; one sentence for a setting
+    that cannot work, before anything is built."""
     started = time.perf_counter()
     source = resolve(settings)
     check(settings, scheduler_config_of(source))
     phases: dict[str, float] = {}
     on_phase("build")
-    built = _timed(phases, "build", lambda: build_pipeline(settings, source))
+    built = built or _timed(phases, "build", lambda: build_pipeline(settings, source))
     settings.height, settings.width = settings.height or built.size, settings.width or built.size
     tokens = _timed(phases, "tokenize", lambda: prompt_tokens(settings, built))
     on_phase("static")

@@ -239,6 +239,9 @@ class Run:
         return self._maps[step]
 
     def _needs_maps(self) -> None:
+        skipped = self.record.get("maps_skipped")
+        if not self.has_maps and isinstance(skipped, str) and skipped:
+            raise ExplorerError(f"{self.folder} has no cross-attention maps. {skipped}")
         if not self.has_maps:
             raise ExplorerError(
                 f"{self.folder} was recorded without cross-attention maps: run `explore generate` again with "

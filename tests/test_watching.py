@@ -119,6 +119,28 @@ def test_watching_changes_nothing_bit_for_bit(tmp_path):
     assert not any("forward" in vars(m) for m in built.pipe.unet.modules())  # every wrapper removed
 
 
+def test_maps_skipped_on_other_attention_processors_are_said_and_explained(tmp_path):
+    """A pipeline whose attention runs through another library's processor: the maps cannot be taken
+    beside it. Python says so at once (a warning), and asking the run for a map says why."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from explorer.errors import ExplorerError
+    from explorer.generation import build_pipeline, watch
+
+    class TheirProcessor(AttnProcessor2_0):  # what xformers' or a LoRA library's processor is to the explorer
+        pass
+
+    built = build_pipeline(tiny())
+    built.pipe.unet.set_attn_processor(TheirProcessor())
+    with pytest.warns(UserWarning, match="maps were skipped.*TheirProcessor"):
+        with watch(built.pipe, tmp_path / "w", attention_maps=True) as run:
+            built.pipe(PROMPT, num_inference_steps=2, generator=torch.Generator().manual_seed(5))
+    assert run.blocks and not run.has_maps
+    with pytest.raises(ExplorerError, match="no cross-attention maps.*stock attention processors"):
+        run.attention("lighthouse")
+
+
 def test_a_forward_already_wrapped_is_seen_and_put_back():
     """accelerate (offloading, device maps) wraps a module's forward on the instance: the watcher
     wraps that in turn, sees every output, and puts it back."""

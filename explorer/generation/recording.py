@@ -44,6 +44,7 @@ class Recording:
     tiles: list[str] = field(default_factory=list)  # the previews in each step's file, left to right
     attention: dict | None = None  # the maps' layers and token rows, with --attention-maps
     warnings: list[str] = field(default_factory=list)
+    maps_skipped: str = ""  # why the maps asked for were not taken
     compare: dict | None = None
     components_json: str = "{}"
     written: float = 0.0  # when trace.json was last written (perf_counter)
@@ -79,7 +80,7 @@ class Recording:
             },
             "compare": self.compare,
         }
-        for key in ("unet_calls", "error", "warnings"):
+        for key in ("unet_calls", "error", "warnings", "maps_skipped"):
             if getattr(self, key):
                 found[key] = getattr(self, key)
         return found

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -24,6 +25,12 @@ from explorer.generation.recording import Recording, Step
 from explorer.runs import MAPS, RECORD, TILES, Run, decoded_file, preview_file
 from explorer.views.format import plural
 
+MAPS_SKIPPED = (
+    "The cross-attention maps were skipped: they are taken beside diffusers' stock attention processors "
+    "(AttnProcessor2_0, AttnProcessor), and no cross-attention of this UNet has one (it has {processors}: xformers, "
+    "LoRA or another library's?). Block activity is still recorded; for the maps, set the stock processor first "
+    "(pipe.unet.set_attn_processor(AttnProcessor2_0()))."
+)
 PLMS_NOTE = (
     "{asked} steps asked, {calls} UNet calls: PNDM (PLMS) combines up to four earlier noise predictions, and "
     "before its first step it has none. So it steps from t={first} to t={second} with the first prediction alone, "
@@ -58,6 +65,11 @@ def _stats(t) -> dict[str, float]:
     return {k: round(float(v), 5) for k, v in found.items()}
 
 
+def processor_names(unet) -> list[str]:
+    """The kinds of attention processor the UNet's attention modules have."""
+    return sorted({type(p).__name__ for p in getattr(unet, "attn_processors", {}).values()})
+
+
 def wrap(obj: Any, name: str, wrapper_of: Callable[[Callable], Callable], undo: list) -> None:
     """Replace obj.name by a wrapper of it, on this instance only; `undo` puts back what was there."""
     from explorer.capture.activity import wrap_on_instance
@@ -79,10 +91,8 @@ class Watcher:
         self.activity = BlockActivity(pipe.unet, watch_depth)
         self.maps = AttentionMaps(pipe.unet) if attention_maps else None
         if self.maps is not None and not self.maps.available:
-            recording.warnings.append(
-                "No cross-attention of this UNet has a stock attention processor (xformers or LoRA variants?): "
-                "the maps are skipped; block activity is still recorded."
-            )
+            recording.maps_skipped = MAPS_SKIPPED.format(processors=", ".join(processor_names(pipe.unet)) or "none")
+            recording.warnings.append(recording.maps_skipped)
             self.maps = None
         recording.blocks = list(self.activity.paths)
         self.phase, self.starts = "", {}
@@ -325,7 +335,9 @@ def watch(pipe, out: str | Path, *, attention_maps: bool = False, watch_depth: i
     options = {"attention_maps": attention_maps, "watch_depth": watch_depth, "decode_every": decode_every,
                "latent_rgb": latent_rgb}
     try:
-        with watched(pipe, out, **options):
+        with watched(pipe, out, **options) as watcher:
+            if watcher.recording.maps_skipped:  # said to whoever asked for the maps, not only kept in trace.json
+                warnings.warn(watcher.recording.maps_skipped, UserWarning, stacklevel=3)
             yield run
     finally:
         if (out / RECORD).is_file():

@@ -49,9 +49,11 @@ test-all: install
 notebooks: install
 	$(BIN)/python scripts/run_notebooks.py
 
-# regenerate what the tests check for freshness: the diagrams, the naming table, the CLI examples
+# regenerate what the tests check for freshness: the diagrams, the course's pictures and the numbers
+# the docs quote (from micro's weights), the naming table, the CLI examples
 diagrams: install
 	$(BIN)/explore diagrams diagrams
+	$(BIN)/python scripts/course_figures.py
 
 docs: install diagrams
 	$(BIN)/python scripts/naming_page.py docs/naming.md

@@ -49,6 +49,24 @@ def test_relative_links_resolve():
             assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
 
 
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces as "-"."""
+    text = re.sub(r"`([^`]*)`", r"\1", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_links_to_a_section_of_a_page_land_on_a_heading():
+    root = DOCS.parent
+    seen = 0
+    for page in [root / "README.md", *DOCS.glob("*.md")]:
+        for target, anchor in re.findall(r"\]\(([^)#:\s]*\.md)?#([^)]+)\)", page.read_text()):
+            linked = page.parent / target if target else page
+            headings = {_slug(h) for h in re.findall(r"^#+ (.*)$", linked.read_text(), re.M)}
+            assert anchor in headings, f"{page.name} links to {target or page.name}#{anchor}, which is no heading"
+            seen += 1
+    assert seen >= 10
+
+
 def test_naming_page_is_generated_from_the_real_conversion(tmp_path):
     import subprocess
     import sys

@@ -13,9 +13,10 @@ from conftest import needs_chromium
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 SECTIONS = {
+    "00_diffusion": ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8"],
     "01_unet": ["1.1", "1.2", "1.3", "1.4", "1.4.1", "1.4.2", "1.4.2.1", "1.4.2.1.1", "1.4.2.1.2", "1.4.2.1.3",
                 "1.4.3", "1.5", "1.6", "1.7", "1.7.1", "1.8"],
-    "02_vae": ["2.0", "2.1", "2.2", "2.3", "2.4", "2.4.1", "2.5", "2.6", "2.7"],
+    "02_vae": ["2.0", "2.1", "2.2", "2.3", "2.4", "2.4.1", "2.4.2", "2.5", "2.6", "2.7"],
     "03_clip": ["3", "3.1", "3.2"],
     "04_generation": [],
     "05_micro": [],
@@ -44,6 +45,38 @@ def test_committed_with_outputs_and_the_article_sections(path):
     numbers = [m.group(1) for h in headings if (m := re.match(r"#+ (\d+(?:\.\d+)*) ", h))]
     for section in SECTIONS[path.stem]:
         assert section in numbers, f"{path.name} has no heading for section {section}"
+    order = [tuple(int(part) for part in n.split(".")) for n in numbers]
+    assert order == sorted(order), f"{path.name}: its sections are not in the article's order: {numbers}"
+
+
+def anchors(path: Path) -> set[str]:
+    """The ids JupyterLab and nbconvert (so GitHub) give a notebook's headings: the heading's text with
+    its spaces as "-", characters a URL fragment cannot hold percent-encoded."""
+    from urllib.parse import quote
+
+    book = nbformat.read(path, as_version=4)
+    texts = [line.lstrip("#").strip() for c in book.cells if c.cell_type == "markdown"
+             for line in c.source.splitlines() if re.match(r"#+ ", line)]
+    return {quote(text.replace(" ", "-"), safe="?/:@!$&'()*+,;=") for text in texts}
+
+
+def test_in_the_notebook_links_land_on_their_section():
+    """Every link from the docs (and from one notebook to another) into a notebook's section lands on a
+    heading; and each doc page's "In the notebook: [NN_name § N](...)" links to section N's heading."""
+    root = NOTEBOOKS[0].parent.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    texts = {page.name: page.read_text() for page in pages}
+    texts.update({p.name: "".join(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "markdown")
+                  for p in NOTEBOOKS})
+    seen = 0
+    for name, text in texts.items():
+        for notebook, anchor in re.findall(r"\]\((?:\.\./notebooks/)?(\w+)\.ipynb#([^)]+)\)", text):
+            found = anchors(NOTEBOOKS[0].parent / f"{notebook}.ipynb")
+            assert anchor in found, f"{name}: {notebook}#{anchor} is no heading"
+            seen += 1
+        for section, anchor in re.findall(r"In the notebook: \[\w+ § ([\d.]+)\]\([^)#]*(?:#([^)]*))?\)", text):
+            assert anchor.startswith(section + "-"), f"{name}: the link to § {section} lands on {anchor or 'the top'}"
+    assert seen >= 35  # the sections of parts 0 to 3, and the notebooks' links to one another
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

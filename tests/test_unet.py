@@ -118,6 +118,18 @@ def test_1_4_1_resnet_conv_shortcut_when_channels_change(unet_trace):
     assert calls == [0, 1, 2]
 
 
+def test_1_4_1_temb_goes_through_silu_before_time_emb_proj(unet_trace):
+    """In every ResnetBlock2D, temb enters the block's `nonlinearity` (its second call) and from there
+    `time_emb_proj`: SiLU, then the projection, as the figure and unet.md draw it."""
+    resnets = of_type(unet_trace, "ResnetBlock2D")
+    for resnet in resnets:
+        silu = [e for e in unet_trace.edges if e.src == "time_embedding" and e.dst == f"{resnet.path}.nonlinearity"]
+        proj = [e for e in unet_trace.edges if e.dst == f"{resnet.path}.time_emb_proj"]
+        assert [(e.dst_call, e.shape) for e in silu] == [(1, (2, 1280))]
+        assert [(e.src, e.src_call, e.shape) for e in proj] == [(f"{resnet.path}.nonlinearity", 1, (2, 1280))]
+    assert len(resnets) == 22
+
+
 def test_1_4_2_transformer_reshapes_to_tokens(unet_trace):
     t = unet_trace.find("down_blocks.0.attentions.0")
     block = first(unet_trace, lambda n: n.type == "BasicTransformerBlock" and n.path.startswith(t.path))
@@ -195,6 +207,20 @@ def test_1_7_up_blocks_concatenate_the_skips(unet_trace):
     assert resnets[0].outputs[0] == (2, 1280, 8, 8)
     up = first(unet_trace.subtree(up0.path), lambda n: n.type == "Upsample2D")
     assert up.inputs["hidden_states"] == (2, 1280, 8, 8) and up.outputs[0] == (2, 1280, 16, 16)
+
+
+def test_1_7_twelve_skips_eleven_from_the_down_blocks_and_one_from_conv_in(unet_trace):
+    """The up path's 12 resnets take 12 skip tensors; the down blocks hand over 3 + 3 + 3 + 2 = 11, and
+    the twelfth is conv_in's output, concatenated by up block 3's last resnet (the tuple is used from its end)."""
+    skips = [e for e in unet_trace.edges if e.dst.startswith("up_blocks.") and e.dst.count(".") == 1
+             and e.dst_port.startswith("res_hidden_states_tuple")]
+    handed = [len(n.outputs) - 1 for n in unet_trace.nodes if n.depth == 1 and n.path.startswith("down_blocks.")]
+    up_resnets = [n for n in of_type(unet_trace, "ResnetBlock2D") if n.path.startswith("up_blocks.")]
+    assert len(skips) == len(up_resnets) == 12 and handed == [3, 3, 3, 2]
+    from_conv_in = [(e.dst, e.dst_port, e.shape) for e in skips if e.src == "conv_in"]
+    assert from_conv_in == [("up_blocks.3", "res_hidden_states_tuple[0]", (2, 320, 64, 64))]
+    concats = [n for n in unet_trace.subtree("up_blocks.3").nodes if n.type == "Concat"]
+    assert concats[-1].inputs["tensors"][1] == (2, 320, 64, 64)
 
 
 def test_1_8_cross_attn_up_blocks(unet_trace):

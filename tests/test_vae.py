@@ -69,6 +69,28 @@ def test_2_4_down_encoder_blocks(vae_trace):
     assert all("temb" not in n.inputs for n in vae_trace.nodes if n.type == "ResnetBlock2D")
 
 
+def test_2_4_2_the_vae_downsample_pads_right_and_bottom_then_convolves_unpadded(vae_trace, unet_trace):
+    """Not the UNet's Downsample2D: its conv has padding 0 and the block pads (0, 1, 0, 1) itself, so the
+    conv sees 513x513; the UNet's conv pads 1 on every side and sees 64x64."""
+    import torch
+    import torch.nn.functional as F
+
+    from explorer import load
+
+    conv = vae_trace.find("encoder.down_blocks.0.downsamplers.0.conv")
+    assert conv.inputs["input"] == (1, 128, 513, 513) and conv.outputs[0] == (1, 128, 256, 256)
+    assert unet_trace.find("down_blocks.0.downsamplers.0.conv").inputs["input"] == (2, 320, 64, 64)
+    ours = load("vae").model.encoder.down_blocks[0].downsamplers[0]
+    theirs = load("unet").model.down_blocks[0].downsamplers[0]
+    assert (ours.padding, ours.conv.padding, ours.conv.stride) == (0, (0, 0), (2, 2))
+    assert (theirs.padding, theirs.conv.padding, theirs.conv.stride) == (1, (1, 1), (2, 2))
+    block = type(ours)(1, use_conv=True, padding=0)  # the same class, built as the VAE builds it, real weights
+    x = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(block(x), block.conv(F.pad(x, (0, 1, 0, 1))))
+        assert not torch.allclose(block(x), block.conv(F.pad(x, (1, 0, 1, 0))))
+
+
 def test_2_5_mid_block_single_head_attention(vae_trace):
     mid = first(vae_trace, lambda n: n.type == "UNetMidBlock2D")
     kids = [n.type for n in vae_trace.subtree(mid.path).nodes if n.depth == mid.depth + 1]

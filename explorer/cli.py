@@ -142,6 +142,10 @@ AllowDownload = Annotated[
     bool, typer.Option("--allow-download", help="Let a hub id be downloaded when it is not in the local cache.")
 ]
 Seed = Annotated[int, typer.Option(help="Seed for random weights and inputs.")]
+SchedulerOption = Annotated[
+    Optional[Scheduler],
+    typer.Option(help="pndm is SD1.5's own, ddim SD2.1's, euler SDXL's. [default: the model's own]", show_default=False),
+]
 NoCache = Annotated[
     bool, typer.Option("--no-cache", help="Trace again instead of reading a record traced before (see docs/performance.md).")
 ]
@@ -448,6 +452,14 @@ def _print_wide(renderable) -> None:
     Console(file=out.file, width=max(out.width, 200), soft_wrap=True).print(renderable, highlight=False)
 
 
+ShowExperiment = Annotated[Optional[Path], typer.Option(
+    "--experiment", help="Also show an experiment: the --out folder of `explore experiment` (an Experiment tab; on the U, "
+    "each block coloured by how much its output changed at the step the slider shows, both runs' x0 side by side).")]
+ShowSweep = Annotated[Optional[Path], typer.Option(
+    "--sweep", help="Also show a sweep: the --out folder of `explore sweep` (on the U, each block coloured by how much "
+    "editing it changed the image; a click shows the two images).")]
+
+
 @app.command()
 def html(
     folder: Annotated[Path, typer.Argument(help="Where to write the page (created if needed); open FOLDER/index.html.")],
@@ -466,17 +478,8 @@ def html(
         typer.Option("--diff", help="Add a Diff tab: what changed from this model to --model (as `explore diff DIFF MODEL` "
                      "says), on the coloured U, each block a click away."),
     ] = None,
-    experiment: Annotated[
-        Optional[Path],
-        typer.Option("--experiment", help="Also show an experiment: the --out folder of `explore experiment` (an "
-                     "Experiment tab; on the U, each block coloured by how much its output changed at the step the "
-                     "slider shows, both runs' x0 side by side)."),
-    ] = None,
-    sweep: Annotated[
-        Optional[Path],
-        typer.Option("--sweep", help="Also show a sweep: the --out folder of `explore sweep` (on the U, each block "
-                     "coloured by how much editing it changed the image; a click shows the two images)."),
-    ] = None,
+    experiment: ShowExperiment = None,
+    sweep: ShowSweep = None,
     config: Config = None,
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
@@ -491,23 +494,10 @@ def html(
     with user_errors():
         from rich.progress import Progress
 
-        from explorer.site import build, read_run
+        from explorer.site import build
 
-        if run is not None:
-            record = read_run(run)  # one sentence before any work when it is not a run
-            model = model or _run_model(record)
-        shown_experiment = shown_sweep = None
-        if experiment is not None:
-            from explorer.experiments import load_experiment
-
-            shown_experiment = load_experiment(experiment)
-            model = model or _run_model(shown_experiment.baseline.record)
-        if sweep is not None:
-            from explorer.experiments import load_sweep
-
-            shown_sweep = load_sweep(sweep)
-            model = model or _run_model(shown_sweep.baseline.record)
-        model = model or "sd15"
+        shown_experiment, shown_sweep, shown_model = _shown_records(run, experiment, sweep)  # checked before any work
+        model = model or shown_model or "sd15"
         traces = {
             c: _trace(_request(c, model=model, config=config, weights="meta", allow_pickle=allow_pickle,
                                allow_download=allow_download, flops=True), no_cache)
@@ -524,6 +514,20 @@ def html(
             page = build(folder, traces, run, progress=lambda done, total: progress.update(task, completed=done, total=total),
                          diff=compared, experiment=shown_experiment, sweep=shown_sweep)
         err.print(f"Wrote {page}: open it in a browser.", style="dim", highlight=False)
+
+
+def _shown_records(run: Path | None, experiment: Path | None, sweep: Path | None):
+    """The experiment and the sweep a page shows, read (one sentence when one is not what it should
+    be), and the model their runs used, when the explorer can load it by that name."""
+    from explorer.experiments import load_experiment, load_sweep
+    from explorer.site import read_run
+
+    shown_experiment = load_experiment(experiment) if experiment is not None else None
+    shown_sweep = load_sweep(sweep) if sweep is not None else None
+    records = [read_run(run)] if run is not None else []
+    records += [shown.baseline.record for shown in (shown_experiment, shown_sweep) if shown is not None]
+    model = next((m for m in map(_run_model, records) if m), None)
+    return shown_experiment, shown_sweep, model
 
 
 @app.command()
@@ -626,10 +630,7 @@ def generate(
     height: Height = None,
     width: Width = None,
     seed: Annotated[int, typer.Option(help="Seed of the starting noise (and of random weights).")] = 0,
-    scheduler: Annotated[
-        Optional[Scheduler],
-        typer.Option(help="pndm is SD1.5's own, ddim SD2.1's, euler SDXL's. [default: the model's own]", show_default=False),
-    ] = None,
+    scheduler: SchedulerOption = None,
     model: Model = "sd15",
     config: Config = None,
     out_dir: Annotated[
@@ -678,69 +679,71 @@ def generate(
             raise typer.Exit(130)
 
 
+OffOption = Annotated[list[str], typer.Option("--off", metavar="PATH", help="Switch a module off: " + EDIT_SYNTAX["off"] + ".")]
+ScaleOption = Annotated[list[str], typer.Option("--scale", metavar="PATH=FACTOR", help="A module's contribution × a factor: " + EDIT_SYNTAX["scale"] + ".")]
+SkipsOption = Annotated[list[str], typer.Option("--skips", metavar="LEVEL=FACTOR", help="The skip tensors arriving in an up block × a factor: " + EDIT_SYNTAX["skips"] + ".")]
+FreeUOption = Annotated[bool, typer.Option("--freeu", help="FreeU, diffusers' own (b1 1.5, b2 1.6, s1 0.9, s2 0.2: the values published for SD1.5).")]
+FreeUFactors = Annotated[Optional[str], typer.Option(help="FreeU with other factors: B1,B2,S1,S2 (implies --freeu).")]
+PromptAtOption = Annotated[list[str], typer.Option("--prompt-at", metavar="PROMPT@LAYERS", help="Some cross-attention layers read another prompt (P+): " + EDIT_SYNTAX["prompt_at"] + ".")]
+SwapOption = Annotated[list[str], typer.Option("--swap", metavar="WORD=NEW[@LAYERS]", help="prompt-to-prompt's replace: the prompt's attention, the new word's values: " + EDIT_SYNTAX["swap"] + ".")]
+ReweightOption = Annotated[list[str], typer.Option("--reweight", metavar="WORD=FACTOR[@LAYERS]", help="A word's attention weights × a factor: " + EDIT_SYNTAX["reweight"] + ".")]
+TimestepOption = Annotated[Optional[str], typer.Option("--timestep", metavar="SHIFT", help="Tell the UNet t + SHIFT while the scheduler keeps its own t, e.g. 300.")]
+GuideOption = Annotated[Optional[str], typer.Option("--guide", metavar="SCALE", help="Classifier-free guidance at SCALE instead of --guidance, e.g. 1 (none) --during 0-4.")]
+MicroFirst = Annotated[str, typer.Option(
+    "--model", "-m", help="micro (trained on coloured shapes, shipped), a preset, a diffusers folder, a .safetensors file or a hub id.")]
+ExperimentOut = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", help="Folder for experiment.json, comparison.png and the two runs (baseline/, edited/). [default: a new folder under runs/]")]
+DuringOption = Annotated[Optional[str], typer.Option("--during", metavar="STEPS", help="The steps the edits act at: 3, 0-5 (both ends included), 10- or all. [default: all]")]
+
+
 @app.command()
 def experiment(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to draw.")],
-    off: Annotated[list[str], typer.Option("--off", metavar="PATH", help="Switch a module off: " + EDIT_SYNTAX["off"] + ".")] = [],  # noqa: B006
-    scale: Annotated[list[str], typer.Option("--scale", metavar="PATH=FACTOR", help="A module's contribution × a factor: " + EDIT_SYNTAX["scale"] + ".")] = [],  # noqa: B006
-    skips: Annotated[list[str], typer.Option("--skips", metavar="LEVEL=FACTOR", help="The skip tensors arriving in an up block × a factor: " + EDIT_SYNTAX["skips"] + ".")] = [],  # noqa: B006
-    freeu: Annotated[bool, typer.Option("--freeu", help="FreeU, diffusers' own (b1 1.5, b2 1.6, s1 0.9, s2 0.2: the values published for SD1.5).")] = False,
-    freeu_factors: Annotated[Optional[str], typer.Option(help="FreeU with other factors: B1,B2,S1,S2 (implies --freeu).")] = None,
-    prompt_at: Annotated[list[str], typer.Option("--prompt-at", metavar="PROMPT@LAYERS", help="Some cross-attention layers read another prompt (P+): " + EDIT_SYNTAX["prompt_at"] + ".")] = [],  # noqa: B006
-    swap: Annotated[list[str], typer.Option("--swap", metavar="WORD=NEW[@LAYERS]", help="prompt-to-prompt's replace: the prompt's attention, the new word's values: " + EDIT_SYNTAX["swap"] + ".")] = [],  # noqa: B006
-    reweight: Annotated[list[str], typer.Option("--reweight", metavar="WORD=FACTOR[@LAYERS]", help="A word's attention weights × a factor: " + EDIT_SYNTAX["reweight"] + ".")] = [],  # noqa: B006
-    timestep: Annotated[Optional[str], typer.Option("--timestep", metavar="SHIFT", help="Tell the UNet t + SHIFT while the scheduler keeps its own t, e.g. 300.")] = None,
-    guide: Annotated[Optional[str], typer.Option("--guide", metavar="SCALE", help="Classifier-free guidance at SCALE instead of --guidance, e.g. 1 (none) --during 0-4.")] = None,
-    during: Annotated[Optional[str], typer.Option("--during", metavar="STEPS", help="The steps the edits act at: 3, 0-5 (both ends included), 10- or all. [default: all]")] = None,
+    off: OffOption = [],  # noqa: B006
+    scale: ScaleOption = [],  # noqa: B006
+    skips: SkipsOption = [],  # noqa: B006
+    freeu: FreeUOption = False, freeu_factors: FreeUFactors = None,
+    prompt_at: PromptAtOption = [],  # noqa: B006
+    swap: SwapOption = [],  # noqa: B006
+    reweight: ReweightOption = [],  # noqa: B006
+    timestep: TimestepOption = None,
+    guide: GuideOption = None,
+    during: DuringOption = None,
     negative_prompt: Annotated[str, typer.Option(help="What to steer away from (classifier-free guidance).")] = "",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale; 1 or less turns it off.")] = 7.5,
-    height: Height = None,
-    width: Width = None,
+    height: Height = None, width: Width = None,
     seed: Annotated[int, typer.Option(help="Seed of the starting noise (the same for both runs) and of random weights.")] = 0,
-    scheduler: Annotated[
-        Optional[Scheduler],
-        typer.Option(help="pndm is SD1.5's own, ddim SD2.1's, euler SDXL's. [default: the model's own]", show_default=False),
-    ] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="micro (trained on coloured shapes, shipped), a preset, a diffusers folder, a .safetensors file or a hub id.")] = "micro",
-    out_dir: Annotated[
-        Optional[Path],
-        typer.Option("--out", "-o", help="Folder for experiment.json, comparison.png and the two runs (baseline/, edited/). [default: a new folder under runs/]"),
-    ] = None,
+    scheduler: SchedulerOption = None,
+    model: MicroFirst = "micro",
+    out_dir: ExperimentOut = None,
     attention_maps: Annotated[bool, typer.Option("--attention-maps", help="Also keep every cross-attention map, in both runs.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the record (schema sd-explorer/experiment@1) as JSON.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback when the pipeline fails.")] = False,
 ) -> None:
-    """Change one part of the running model and see what it does: the same generation twice from the same
-    noise, as it is and with the edits, both watched, and what changed (the image, x0 step by step, every
-    block's output).
+    """Change one part of the running model and see what it does: the same generation twice from the same noise, as it
+    is and with the edits, both watched, and what changed (the image, x0 step by step, every block's output).
 
-    Edits (any number, together): --off, --scale, --skips, --freeu, --prompt-at, --swap, --reweight,
-    --timestep, --guide; --during limits them to some steps. Layers: all, a path or its prefix, a level
-    (down.1, mid, up.2) or a feature-map size (8x8). See docs/experiments.md.
+    Edits (any number, together): --off, --scale, --skips, --freeu, --prompt-at, --swap, --reweight, --timestep, --guide;
+    --during limits them to some steps. Layers: all, a path or its prefix, a level (down.1, mid, up.2) or a feature-map
+    size (8x8). See docs/experiments.md.
 
     Try: explore experiment -p "a red circle on the left" --off mid_block · explore experiment -p "a red circle on the left" --swap red=blue@8x8 --during 0-5 -o exp/
     """
     with user_errors():
         from explorer.edits import parse
         from explorer.experiments import experiment as run_experiment
-        from explorer.generation import GenerationError, default_out
+        from explorer.generation import GenerationError
         from explorer.views.live import TwoRuns
 
         chosen = [parse(kind, text, during) for kind, texts in
-                  (("off", off), ("scale", scale), ("skips", skips), ("prompt_at", prompt_at), ("swap", swap), ("reweight", reweight))
-                  for text in texts]
-        if timestep is not None:
-            chosen.append(parse("timestep", timestep, during))
-        if guide is not None:
-            chosen.append(parse("guidance", guide, during))
-        if freeu or freeu_factors is not None:
-            chosen.append(_freeu(freeu_factors))
+                  (("off", off), ("scale", scale), ("skips", skips), ("prompt_at", prompt_at), ("swap", swap),
+                   ("reweight", reweight), ("timestep", [timestep] if timestep else []), ("guidance", [guide] if guide else []))
+                  for text in texts] + ([_freeu(freeu_factors)] if freeu or freeu_factors is not None else [])
         if not chosen:
             err.print("[bold yellow]Note:[/] no edit given: both runs are the same model, and nothing should change.", highlight=False)
-        out_dir = out_dir or default_out(prompt).with_name(default_out(prompt).name + "-experiment")
         display = TwoRuns(err)
-        try:
+        try:  # every way out stops the display first: a sentence after it, and the cursor shown again
             display.status.start()
             result = run_experiment(prompt, edits=chosen, model=model, seed=seed, steps=steps, guidance=guidance,
                                     negative_prompt=negative_prompt, height=height, width=width,
@@ -752,18 +755,24 @@ def experiment(
                 _stopped(exc, debug)
             raise
         display.stop()
-        from explorer.files import write_file
-        from explorer.previews import png
+        _show_experiment(result, as_json)
 
-        write_file(out_dir / "comparison.png", png(result.figure()))
-        if as_json:
-            sys.stdout.write(json.dumps(result.record, indent=1, ensure_ascii=False) + "\n")
-        else:
-            out.print(result.summary(), highlight=False)
-            err.print(f"Wrote {out_dir}: experiment.json, comparison.png, baseline/ and edited/ (each a run: "
-                      f"explore html site/ --run {out_dir / 'edited'}).", style="dim", highlight=False)
-        if result.status == "interrupted":
-            raise typer.Exit(130)
+
+def _show_experiment(result, as_json: bool) -> None:
+    """comparison.png beside the record, then the summary (or the record as JSON)."""
+    from explorer.files import write_file
+    from explorer.previews import png
+
+    out_dir = result.folder
+    write_file(out_dir / "comparison.png", png(result.figure()))
+    if as_json:
+        sys.stdout.write(json.dumps(result.record, indent=1, ensure_ascii=False) + "\n")
+    else:
+        out.print(result.summary(), highlight=False)
+        err.print(f"Wrote {out_dir}: experiment.json, comparison.png, baseline/ and edited/ (on the page: "
+                  f"explore html site/ --experiment {out_dir}).", style="dim", highlight=False)
+    if result.status == "interrupted":
+        raise typer.Exit(130)
 
 
 def _freeu(factors: str | None):
@@ -795,7 +804,7 @@ def sweep(
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
     seed: Annotated[int, typer.Option(help="Seed of the starting noise, the same for every run.")] = 0,
-    model: Annotated[str, typer.Option("--model", "-m", help="micro (shipped), a preset, a diffusers folder, a .safetensors file or a hub id.")] = "micro",
+    model: MicroFirst = "micro",
     out_dir: Annotated[
         Optional[Path],
         typer.Option("--out", "-o", help="Folder for sweep.json, sweep.svg (the U coloured by effect), images/ and the baseline run. [default: a new folder under runs/]"),

@@ -183,7 +183,7 @@ class Target:
     def cross_attention(self) -> dict[str, Any]:
         """Every cross-attention layer (`attn2`), in the U's order: down, mid, up."""
         found = {p: m for p, m in self.modules.items() if type(m).__name__ == "Attention" and getattr(m, "is_cross_attention", False)}
-        return dict(sorted(found.items(), key=lambda item: _u_order(item[0])))
+        return dict(sorted(found.items(), key=lambda item: u_order(item[0])))
 
     @functools.cached_property
     def tokens(self) -> list[str]:
@@ -241,7 +241,7 @@ class Target:
         return found
 
 
-def _u_order(path: str) -> tuple[int, int, str]:
+def u_order(path: str) -> tuple[int, int, str]:
     parts = path.split(".")
     rank = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}.get(parts[0], 3)
     index = int(parts[1]) if rank in (0, 2) and len(parts) > 1 and parts[1].isdigit() else 0
@@ -275,7 +275,7 @@ def select_layers(target: Target, layers: Layers) -> list[str]:
                 "layers", f"{one!r} matches no cross-attention layer: there are {len(every)}, at the levels "
                 f"{', '.join(levels)} (feature maps {', '.join(sizes)}), e.g. {next(iter(every))}.")
         found += [p for p in matched if p not in found]
-    return sorted(found, key=_u_order)
+    return sorted(found, key=u_order)
 
 
 def skip_routes(unet: Any) -> dict[str, tuple[int, int]]:
@@ -342,7 +342,7 @@ def _with_first(output: Any, tensor: Any) -> Any:
     return tensor
 
 
-def _first_output(output: Any):
+def first_output(output: Any):
     if isinstance(output, tuple):
         return output[0]
     return output.sample if hasattr(output, "sample") and not hasattr(output, "shape") else output
@@ -429,7 +429,7 @@ def _scale_branch(target: Target, module: Any, factor: float, steps) -> Callable
             output = forward(*args, **kwargs)
             if not clock.on(steps):
                 return output
-            first = _first_output(output)
+            first = first_output(output)
             return _with_first(output, first * factor if factor else first.new_zeros(first.shape))
 
         return edited
@@ -456,7 +456,7 @@ def _scale_residual(target: Target, module: Any, factor: float, steps) -> Callab
                 return output
             x = _first_input(args, kwargs)
             passed = _shortcut(module, x) if resnet else x
-            first = _first_output(output)
+            first = first_output(output)
             return _with_first(output, passed + factor * (first - passed) if factor else passed)
 
         return edited
@@ -818,7 +818,7 @@ def _guided(target: Target, scale: float, steps) -> Callable[[], None]:
             g = float(getattr(target.pipe, "guidance_scale", 1.0))
             if not clock.on(steps) or clock.halves != 2 or scale == g:
                 return output
-            prediction = _first_output(output)
+            prediction = first_output(output)
             uncond, cond = prediction.chunk(2)
             return _with_first(output, torch.cat([uncond, uncond + (scale / g) * (cond - uncond)]))
 

@@ -80,9 +80,9 @@ class Changes:
 
     def _hook_of(self, path: str) -> Callable:
         def hook(module, args, output) -> None:
-            from explorer.edits import _first_output
+            from explorer.edits import first_output
 
-            t = _first_output(output)
+            t = first_output(output)
             if not hasattr(t, "is_floating_point") or not t.is_floating_point():
                 return
             n = self.calls[path] = self.calls.get(path, -1) + 1
@@ -233,23 +233,13 @@ def experiment(pipe_or_prompt: Any, prompt: str | None = None, *, edits: Iterabl
 
     `on_run(name)` may give callbacks for each run (on_start, on_step), as `explore experiment`'s
     live panel does. Returns the Experiment, read back from its folder."""
-    from explorer.generation import default_out
-
-    if isinstance(pipe_or_prompt, str):
-        if prompt is not None:
-            raise OptionError("prompt", "is given twice: give the prompt first, or a pipeline first and then the prompt.")
-        prompt, pipe = pipe_or_prompt, None
-    else:
-        pipe = pipe_or_prompt
-        if prompt is None:
-            raise OptionError("prompt", "is needed after a pipeline: experiment(pipe, \"a red circle\", edits=[...]).")
-    settings = _settings(prompt, model, seed, steps, guidance, negative_prompt=negative_prompt, height=height,
-                         width=width, scheduler=scheduler, attention_maps=attention_maps, watch_depth=watch_depth)
-    folder = Path(out) if out is not None else default_out(prompt).with_name(default_out(prompt).name + "-experiment")
-    check_writable(folder, RECORD)
-    runner = _OwnPipeline(pipe, settings) if pipe is not None else _Prepared(settings, on_phase)
     from explorer import edits as editing
 
+    pipe, prompt = _pipe_and_prompt(pipe_or_prompt, prompt)
+    settings = _settings(prompt, model, seed, steps, guidance, negative_prompt=negative_prompt, height=height,
+                         width=width, scheduler=scheduler, attention_maps=attention_maps, watch_depth=watch_depth)
+    folder = _folder(out, prompt, "experiment", RECORD)
+    runner = _OwnPipeline(pipe, settings) if pipe is not None else _Prepared(settings, on_phase)
     target, bound = editing.bind(runner.pipe, edits, prompt=prompt, steps=settings.steps, height=runner.height,
                                  width=runner.width)
     make_folder(folder)
@@ -261,23 +251,7 @@ def experiment(pipe_or_prompt: Any, prompt: str | None = None, *, edits: Iterabl
     changes = Changes(runner.pipe, depth=max(watch_depth, 1))
     x0: dict[str, list] = {"baseline": [], "edited": []}
     try:
-        for name in ("baseline", "edited"):
-            callbacks = dict(on_run(name))
-            step_callback = callbacks.pop("on_step", lambda w: None)
-
-            def on_step(watcher, name=name, step_callback=step_callback):
-                x0[name].append(_pooled(watcher.latest["x0"]))
-                step_callback(watcher)
-
-            started = time.perf_counter()
-            with (editing.installed(target, bound) if name == "edited" else _nothing()), changes.watching(name == "edited"):
-                interrupted = runner.run(folder / name, on_step=on_step, **callbacks)
-            record["seconds"][name] = round(time.perf_counter() - started, 4)
-            if interrupted:
-                record["status"] = "interrupted"
-                break
-        else:
-            record["status"] = "done"
+        record["status"] = "interrupted" if _two_runs(runner, target, bound, folder, record, changes, x0, on_run) else "done"
     except Exception as exc:
         record["status"], record["error"] = "failed", str(exc)
         raise
@@ -286,8 +260,51 @@ def experiment(pipe_or_prompt: Any, prompt: str | None = None, *, edits: Iterabl
     return load_experiment(folder)
 
 
-def _pooled(t):
-    return t.detach()[-1:].float().clone()  # the prompt's (or only) image
+def _pipe_and_prompt(pipe_or_prompt: Any, prompt: str | None) -> tuple[Any, str]:
+    """(None, the prompt) for the explorer's way; (the pipeline, the prompt) for a user's own."""
+    if isinstance(pipe_or_prompt, str):
+        if prompt is not None:
+            raise OptionError("prompt", "is given twice: give the prompt first, or a pipeline first and then the prompt.")
+        return None, pipe_or_prompt
+    if prompt is None:
+        raise OptionError("prompt", "is needed after a pipeline: experiment(pipe, \"a red circle\", edits=[...]).")
+    return pipe_or_prompt, prompt
+
+
+def _folder(out: str | Path | None, prompt: str, kind: str, record: str) -> Path:
+    """The folder to write: `out`, or a new one under runs/ named after the prompt; checked writable."""
+    from explorer.generation import default_out
+
+    folder = Path(out) if out is not None else default_out(prompt).with_name(default_out(prompt).name + "-" + kind)
+    check_writable(folder, record)
+    return folder
+
+
+def _two_runs(runner, target, bound, folder: Path, record: dict, changes: Changes, x0: dict[str, list],
+              on_run: Callable[[str], dict]) -> bool:
+    """The baseline, then the edited run with the edits installed, both watched, every block's output
+    compared between them; returns whether one was interrupted."""
+    from explorer import edits as editing
+
+    for name in ("baseline", "edited"):
+        callbacks = dict(on_run(name))
+        step_callback = callbacks.pop("on_step", lambda w: None)
+
+        def on_step(watcher, name=name, step_callback=step_callback):
+            x0[name].append(_prompt_image(watcher.latest["x0"]))
+            step_callback(watcher)
+
+        started = time.perf_counter()
+        with (editing.installed(target, bound) if name == "edited" else _nothing()), changes.watching(name == "edited"):
+            interrupted = runner.run(folder / name, on_step=on_step, **callbacks)
+        record["seconds"][name] = round(time.perf_counter() - started, 4)
+        if interrupted:
+            return True
+    return False
+
+
+def _prompt_image(t):
+    return t.detach()[-1:].float().clone()  # the prompt's (or only) image of the batch
 
 
 @contextmanager
@@ -472,7 +489,7 @@ def load_sweep(folder: str | Path) -> Sweep:
 def swept_modules(target, over: str | None, depth: int | None) -> list[str]:
     """The modules a sweep edits, in the U's order."""
     from explorer.capture.activity import called_depths
-    from explorer.edits import _u_order, select_layers
+    from explorer.edits import select_layers, u_order
 
     if depth is not None:
         if over is not None:
@@ -482,7 +499,7 @@ def swept_modules(target, over: str | None, depth: int | None) -> list[str]:
         found = [p for p, d in called_depths(target.pipe.unet).items() if d == depth]
         if not found:
             raise OptionError("depth", f"{depth} is deeper than this UNet's modules go.")
-        return sorted(found, key=_u_order)
+        return sorted(found, key=u_order)
     over = over or "cross-attention"
     kinds = {"self-attention": "attn1", "feed-forward": "ff", "resnets": "ResnetBlock2D", "transformers": "Transformer2DModel"}
     if over in kinds:
@@ -490,7 +507,7 @@ def swept_modules(target, over: str | None, depth: int | None) -> list[str]:
         found = [p for p, m in target.modules.items() if (p.endswith("." + want) if want.islower() else type(m).__name__ == want)]
         if not found:
             raise OptionError("over", f"this UNet has no {over} layer.")
-        return sorted(found, key=_u_order)
+        return sorted(found, key=u_order)
     if over == "cross-attention":
         over = "all"
     try:
@@ -508,10 +525,7 @@ def sweep(pipe_or_prompt: Any, prompt: str | None = None, *, edit: str = "off", 
     "resnets", "transformers" or a selection of cross-attention layers ("8x8", "up.1"...); or every
     module at `depth` where the edit has a meaning (the others are listed as skipped, with why).
     Returns the Sweep: how much each edit changed the image and, on micro, what the judge saw change."""
-    from PIL import Image
-
     from explorer import edits as editing
-    from explorer.generation import default_out
 
     if edit not in ("off", "scale"):
         raise OptionError("edit", f"must be off or scale, got {edit!r}.")
@@ -519,51 +533,21 @@ def sweep(pipe_or_prompt: Any, prompt: str | None = None, *, edit: str = "off", 
         raise OptionError("factor", "is needed with edit scale: how much each module's contribution is multiplied by.")
     if edit == "off" and factor not in (None, 0):
         raise OptionError("factor", "goes with edit scale; off multiplies by 0.")
-    if isinstance(pipe_or_prompt, str):
-        prompt, pipe = pipe_or_prompt, None
-    else:
-        pipe = pipe_or_prompt
-        if prompt is None:
-            raise OptionError("prompt", "is needed after a pipeline: sweep(pipe, \"a red circle\", over=\"cross-attention\").")
+    pipe, prompt = _pipe_and_prompt(pipe_or_prompt, prompt)
     settings = _settings(prompt, model, seed, steps, guidance)
-    folder = Path(out) if out is not None else default_out(prompt).with_name(default_out(prompt).name + "-sweep")
-    check_writable(folder, SWEEP_RECORD)
+    folder = _folder(out, prompt, "sweep", SWEEP_RECORD)
     runner = _OwnPipeline(pipe, settings) if pipe is not None else _Prepared(settings, on_phase)
     target = editing.bind(runner.pipe, [], prompt=prompt, steps=settings.steps, height=runner.height, width=runner.width)[0]
-    chosen, skipped, bound = swept_modules(target, over, depth), [], []
-    for path in chosen:
-        try:
-            one = editing.off(path) if edit == "off" else editing.scale(path, factor)
-            bound.append(one.bind(target))
-        except ExplorerError as exc:
-            if depth is None:
-                raise
-            skipped.append({"path": path, "why": str(exc)})
-    if not bound:
-        raise ExplorerError(f"`{edit}` has a meaning for none of the {len(chosen)} modules at depth {depth}: choose another depth.")
+    bound, skipped = _swept(target, edit, factor, over, depth)
     make_folder(folder / "images")
     started = time.perf_counter()
     runner.run(folder / "baseline")
-    with Image.open(folder / "baseline" / "image.png") as image:
-        baseline = image.convert("RGB")
     record = {"schema": SWEEP_SCHEMA, "status": "running", "settings": runner.settings_record(), "edit": edit,
               "factor": 0.0 if edit == "off" else float(factor), "over": over if depth is None else None, "depth": depth,
-              "baseline": "baseline", "modules": [], "skipped": skipped, "seconds": {}}
-    record["seconds"]["baseline"] = round(time.perf_counter() - started, 4)
+              "baseline": "baseline", "modules": [], "skipped": skipped,
+              "seconds": {"baseline": round(time.perf_counter() - started, 4)}}
     try:
-        for k, one in enumerate(bound):
-            on_progress(k, len(bound), one.record.get("path", ""))
-            with editing.installed(target, [one]):
-                image = runner.image()
-            image.save(folder / sweep_image(k))
-            path = one.record["path"]
-            entry = {"path": path, "type": one.record["type"], "level": target.level(path),
-                     "size": "%dx%d" % target.size(path), "edit": one.record, "image": sweep_image(k),
-                     **image_change(baseline, image)}
-            if runner.micro:
-                entry["judge"] = verdicts(baseline, image)
-            record["modules"].append(entry)
-        on_progress(len(bound), len(bound), "")
+        _each_module(runner, target, bound, folder, record, on_progress)
         record["status"] = "done"
     except KeyboardInterrupt:
         record["status"] = "interrupted"
@@ -572,3 +556,43 @@ def sweep(pipe_or_prompt: Any, prompt: str | None = None, *, edit: str = "off", 
         record["seconds"]["total"] = round(time.perf_counter() - started, 4)
         write_atomic(folder / SWEEP_RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return load_sweep(folder)
+
+
+def _swept(target, edit: str, factor: float | None, over: str | None, depth: int | None) -> tuple[list, list[dict]]:
+    """The edit bound to each module of the selection; with `depth`, those where it means nothing are
+    skipped (with why) instead of refused."""
+    from explorer import edits as editing
+
+    chosen, skipped, bound = swept_modules(target, over, depth), [], []
+    for path in chosen:
+        try:
+            bound.append((editing.off(path) if edit == "off" else editing.scale(path, factor)).bind(target))
+        except ExplorerError as exc:
+            if depth is None:
+                raise
+            skipped.append({"path": path, "why": str(exc)})
+    if not bound:
+        raise ExplorerError(f"`{edit}` has a meaning for none of the {len(chosen)} modules at depth {depth}: choose another depth.")
+    return bound, skipped
+
+
+def _each_module(runner, target, bound: list, folder: Path, record: dict, on_progress) -> None:
+    """One unwatched run per bound edit, its image saved and compared with the baseline's."""
+    from PIL import Image
+
+    from explorer import edits as editing
+
+    with Image.open(folder / "baseline" / "image.png") as image:
+        baseline = image.convert("RGB")
+    for k, one in enumerate(bound):
+        on_progress(k, len(bound), one.record.get("path", ""))
+        with editing.installed(target, [one]):
+            image = runner.image()
+        image.save(folder / sweep_image(k))
+        path = one.record["path"]
+        entry = {"path": path, "type": one.record["type"], "level": target.level(path), "size": "%dx%d" % target.size(path),
+                 "edit": one.record, "image": sweep_image(k), **image_change(baseline, image)}
+        if runner.micro:
+            entry["judge"] = verdicts(baseline, image)
+        record["modules"].append(entry)
+    on_progress(len(bound), len(bound), "")

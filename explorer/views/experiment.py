@@ -125,14 +125,20 @@ def figure(experiment: Any):
         y += thumb + text
     draw.text((pad, y), "how much each block's output changed, |edited - baseline| / |baseline|, step by step (white: 0, dark red: 100 %):",
               fill=(30, 30, 30))
-    y += text
-    for row, path in enumerate([*blocks, "x0"]):
-        draw.text((pad, y + row * 12), path, fill=(60, 60, 60))
+    _strip(draw, [*blocks, "x0"], steps, (pad, y + text), cell_w)
+    return sheet
+
+
+def _strip(draw, rows: list[str], steps: list[dict], at: tuple[int, int], cell_w: int) -> None:
+    """One row per block (and x0), one cell per step, coloured by the change."""
+    x0, y0 = at
+    for row, path in enumerate(rows):
+        y = y0 + row * 12
+        draw.text((x0, y), path, fill=(60, 60, 60))
         for k, step in enumerate(steps):
             value = step["x0"] if path == "x0" else step["blocks"].get(path, 0.0)
             x = 140 + k * cell_w
-            draw.rectangle((x, y + row * 12, x + cell_w - 1, y + row * 12 + 10), fill=_heat(value or 0.0), outline=(235, 235, 235))
-    return sheet
+            draw.rectangle((x, y, x + cell_w - 1, y + 10), fill=_heat(value or 0.0), outline=(235, 235, 235))
 
 
 def ascii_text(text: str) -> str:

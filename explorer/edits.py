@@ -38,7 +38,7 @@ import functools
 import math
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 from explorer.errors import ExplorerError, OptionError
@@ -124,7 +124,7 @@ def step_set(steps: Steps, calls: int) -> frozenset[int] | None:
             raise OptionError("steps", f"must hold whole numbers, got {steps!r}.")
     outside = [s for s in found if not 0 <= s <= last]
     if outside:
-        raise OptionError("steps", f"this generation makes {calls} UNet calls, steps 0 to {last}; {outside[0]} is not one of them.")
+        raise OptionError("steps", f"must be among this generation's {calls} UNet calls, 0 to {last}; {outside[0]} is not one of them.")
     if not found:
         raise OptionError("steps", f"{steps!r} names no step.")
     return frozenset(found)
@@ -315,9 +315,20 @@ class Edit:
     """One change to a running UNet. `bind(target)` checks it and says what it will do."""
 
     kind: ClassVar[str] = ""
+    written: str = field(default="", compare=False, repr=False, kw_only=True)  # as the command line gave it
 
     def bind(self, target: Target) -> Bound:  # pragma: no cover - every edit has its own
         raise NotImplementedError
+
+    @property
+    def call(self) -> str:
+        """How the user wrote it: `--swap red=blue@8x8`, or `swap('red', 'blue', '8x8')`."""
+        if self.written:
+            return self.written
+        shown = [f for f in fields(self) if f.name != "written"]
+        values = [repr(getattr(self, f.name)) if f.default is MISSING else f"{f.name}={getattr(self, f.name)!r}"
+                  for f in shown if f.default is MISSING or getattr(self, f.name) != f.default]
+        return f"{getattr(self, 'name', self.kind)}({', '.join(values)})"
 
 
 def _wrapped_forward(module: Any, wrapper_of: Callable[[Callable], Callable]) -> Callable[[], None]:
@@ -377,7 +388,8 @@ class Scale(Edit):
             return Bound(record, lambda: _scale_skip(target, up, position, factor, steps))
         module = target.modules.get(self.path) if self.path else None
         if module is None:
-            raise OptionError("path", f"{self.path!r} is not a module of this UNet{target.nearest(self.path, [*target.modules, *routes])}; "
+            called = [p for p, m in target.modules.items() if p and type(m).__name__ not in ("ModuleList", "ModuleDict")]
+            raise OptionError("path", f"{self.path!r} is not a module of this UNet{target.nearest(self.path, [*called, *routes])}; "
                               "see the paths with `explore unet --depth 3`.")
         kind = type(module).__name__
         if kind == "Attention" and getattr(module, "residual_connection", False):
@@ -895,7 +907,15 @@ def bind(pipe: Any, edits: Iterable[Edit], *, prompt: str, steps: int, height: i
     size = pipe.unet.config.sample_size * factor
     latent = ((height or size) // factor, (width or size) // factor)
     target = Target(pipe, prompt, unet_calls(pipe.scheduler, steps), latent)
-    return target, [edit.bind(target) for edit in edits]
+    bound = []
+    for edit in edits:  # each sentence says which edit it is about
+        try:
+            bound.append(edit.bind(target))
+        except OptionError as exc:
+            raise ExplorerError(f"{edit.call}: {exc.option} {exc.rest}") from None
+        except ExplorerError as exc:
+            raise ExplorerError(f"{edit.call}: {exc}") from None
+    return target, bound
 
 
 @contextmanager
@@ -941,7 +961,13 @@ SYNTAX = {
 
 
 def parse(kind: str, text: str, steps: Steps = None) -> Edit:
-    """An edit from its text form (SYNTAX), acting at `steps`."""
+    """An edit from its text form (SYNTAX), acting at `steps`; its sentences quote the option as given."""
+    edit = _parsed(kind, text, steps)
+    during = f" --during {steps}" if steps not in (None, "all") else ""
+    return replace(edit, written=f"--{kind.replace('_', '-')} {text.strip()}{during}")
+
+
+def _parsed(kind: str, text: str, steps: Steps) -> Edit:
     if kind not in SYNTAX:
         raise OptionError("edit", f"must be one of {', '.join(SYNTAX)}, got {kind!r}.")
     option = kind.replace("_", "-")

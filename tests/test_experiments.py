@@ -263,7 +263,7 @@ def test_a_sweep_by_depth_lists_what_it_skipped(micro, tmp_path):
     (["--off", "mid_blok"], "the nearest: mid_block"),
     (["--swap", "green=blue"], "'green' is not in the prompt"),
     (["--swap", "red=blue@9x9"], "'9x9' matches no cross-attention layer"),
-    (["--off", "mid_block", "--during", "0-40"], "steps 0 to 20; 21 is not one of them"),
+    (["--off", "mid_block", "--during", "0-40"], "21 UNet calls, 0 to 20; 21 is not one of them"),
     (["--off", "conv_in"], "has no meaning for conv_in"),
     (["--off", "down_blocks.1"], "switch off its parts instead"),
     (["--scale", "mid_block=nan"], "must be a finite number"),
@@ -281,7 +281,7 @@ def test_wrong_edits_are_refused_in_one_sentence(tmp_path, arguments, words):
 
 
 def test_the_python_api_refuses_too(tmp_path):
-    with pytest.raises(OptionError, match="not in the prompt"):
+    with pytest.raises(ExplorerError, match=r"reweight\('lizard', 2\): word 'lizard' is not in the prompt"):
         explorer.experiment(PROMPT, edits=[edits.reweight("lizard", 2)], steps=2, out=tmp_path / "a")
     with pytest.raises(ExplorerError, match="'red' takes 1, 'vermilion' takes 3"):
         explorer.experiment(PROMPT, edits=[edits.swap("red", "vermilion")], steps=2, out=tmp_path / "b")
@@ -311,3 +311,70 @@ def test_guidance_at_some_steps(micro):
     edited = with_edits(micro, [edits.guidance(1.01)])
     assert torch.allclose(edited, at_one, atol=1e-4)  # the same as running at that scale, up to rounding
     assert not torch.allclose(edited, plain, atol=1e-2)
+
+
+def test_a_sweep_on_tiny(tmp_path):
+    result = explorer.sweep("a lighthouse", model="tiny", over="resnets", steps=1, out=tmp_path / "tiny")
+    assert result.record["status"] == "done" and all(m["type"] == "ResnetBlock2D" for m in result.modules)
+    assert all("judge" not in m for m in result.modules)  # the judge reads micro's shapes only
+
+
+def test_the_pages_figures_are_what_the_code_makes(tmp_path):
+    """docs/experiments.md's two figures, made again: the same comparison (pixels within a few levels:
+    PyTorch's thread count moves the last bits of a float sum) and the same sweep (every layer's image
+    change as the figure prints it)."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from explorer.micro.studies import example_figures
+
+    docs = __import__("pathlib").Path(__file__).resolve().parent.parent / "docs"
+    made = example_figures(tmp_path)
+    fresh, old = (np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in (made["swap"], docs / "experiments-swap.png"))
+    difference = np.abs(fresh - old)
+    assert fresh.shape == old.shape and difference.max() <= 12 and difference.mean() < 0.2, "run scripts/experiment_docs.py"
+    changes = [re.findall(r"image ([\d.]+) %", p.read_text()) for p in (made["sweep"], docs / "experiments-sweep.svg")]
+    assert changes[0] and changes[0] == changes[1], "run scripts/experiment_docs.py"
+
+
+def test_the_pages_tables_are_the_committed_results():
+    """docs/experiments.md's tables are what scripts/experiment_docs.py makes from
+    docs/experiments-results.json (the run of explorer.micro.studies the page quotes)."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("experiment_docs", root / "scripts" / "experiment_docs.py")
+    pages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pages)
+    summary = json.loads((root / "docs" / "experiments-results.json").read_text())["summary"]
+    text = (root / "docs" / "experiments.md").read_text()
+    shown = dict(re.findall(r"<!-- table: (\w+) -->\n(.*?)\n<!-- end -->", text, re.S))
+    assert shown["resolutions"] == pages.resolution_table(summary)
+    assert shown["swap"] == pages.swap_table(summary)
+    assert shown["time"] == pages.edits_table(summary, ["t + 300", "t − 300"])
+
+
+def test_p_plus_on_micro_does_what_the_page_says(micro):
+    """The page's finding, on a few prompts: the 8x8 layers decide the colour, the 4x4 layers the shape
+    and the position."""
+    from explorer.micro.data import Spec, prompt
+    from explorer.micro.judge import judge
+    from explorer.micro.studies import other
+
+    specs = [Spec("red", "circle", "left"), Spec("green", "square", "top"), Spec("purple", "triangle", "right"),
+             Spec("yellow", "circle", "bottom"), Spec("blue", "square", "middle"), Spec("orange", "triangle", "left")]
+    followed = {"8x8": [], "4x4": []}
+    for spec in specs:
+        second = other(spec)
+        for size in followed:
+            with edits.applied(micro, [edits.prompt_at(prompt(second), size)], prompt=prompt(spec), steps=20):
+                seen = judge(call_pipeline(micro, Settings(prompt=prompt(spec), seed=0, steps=20)))
+            followed[size].append((seen.colour == second.colour, seen.shape == second.shape, seen.position == second.position))
+    colour, shape, position = (sum(x) for x in zip(*followed["8x8"]))
+    assert colour >= 5 and shape == 0 and position == 0, followed["8x8"]
+    colour, shape, position = (sum(x) for x in zip(*followed["4x4"]))
+    assert colour == 0 and shape >= 5 and position >= 5, followed["4x4"]

@@ -35,14 +35,24 @@ def other(spec: Spec) -> Spec:
                 positions[(positions.index(spec.position) + 2) % len(positions)])
 
 
+def swapped(colour: str) -> str:
+    """The colour a swap puts in: blue for red (the test's claim), the next colour for the others."""
+    colours = list(COLOURS)
+    return "blue" if colour == "red" else colours[(colours.index(colour) + 1) % len(colours)]
+
+
 def studies(cross_attention: list[str]) -> dict[str, tuple[str, Callable[[Spec], list]]]:
     """Study name -> (what it asks, the edits it makes for a prompt); `cross_attention`: the paths of
     the UNet's cross-attention layers."""
     from explorer import edits
 
     found = {
-        "swap colour": ("swap the colour word for the next colour, at every layer and step (prompt-to-prompt's replace)",
-                        lambda s: [edits.swap(s.colour, other(s).colour)]),
+        "swap colour": ("swap the colour word for another (red for blue, each other for the next), at every layer and "
+                        "step (prompt-to-prompt's replace)", lambda s: [edits.swap(s.colour, swapped(s.colour))]),
+        "swap colour, steps 0–4": ("the same swap in the first 5 of the 21 UNet calls only",
+                                   lambda s: [edits.swap(s.colour, swapped(s.colour), steps="0-4")]),
+        "swap colour, steps 5–20": ("the same swap in the 16 calls after them",
+                                    lambda s: [edits.swap(s.colour, swapped(s.colour), steps="5-")]),
     }
     for size in RESOLUTIONS:
         found[f"P+ {size}"] = (f"the {size} cross-attention layers read another prompt (other colour, shape and position)",
@@ -134,12 +144,19 @@ def summary(results: dict) -> dict[str, dict]:
                 entry[f"{what} from the other prompt"] = share(
                     lambda r, k=k: r["seen"][k] == list(other(Spec(r["colour"], r["shape"], r["position"])).combination)[k])
         entry["nothing drawn"] = share(lambda r: not r["seen"][0])
-        if name == "swap colour":
-            entry["colour swapped"] = share(lambda r: r["seen"][0] == other(Spec(r["colour"], r["shape"], r["position"])).colour)
+        if name.startswith("swap colour"):
+            entry["colour swapped"] = share(lambda r: r["seen"][0] == swapped(r["colour"]))
             red = [r for r in rows if r["colour"] == "red"]
             entry["red → blue"] = round(sum(r["seen"][0] == "blue" and r["seen"][2] == r["before"][2] for r in red) / max(1, len(red)), 4)
         found[name] = entry
     return found
+
+
+def to_json(results: dict) -> str:
+    """The results, one row a line: small enough to keep beside the docs, readable in a diff."""
+    head = {k: v for k, v in results.items() if k != "rows"}
+    rows = ",\n".join(" " + json.dumps(r, ensure_ascii=False) for r in results["rows"])
+    return json.dumps(head, indent=1, ensure_ascii=False)[:-2] + ',\n "rows": [\n' + rows + "\n ]\n}\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="where to write the results (JSON)")
     parser.add_argument("--only", nargs="*", help="some studies only (their names as in docs/experiments.md)")
     parser.add_argument("--limit", type=int, help="the first N prompts only (a quick look)")
+    parser.add_argument("--into", action="store_true", help="replace these studies' rows in --out, keep the others")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
@@ -155,10 +173,38 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\r{done}/{total} {elapsed:.0f} s · {what[:70]:<70}", end="", file=sys.stderr, flush=True)
 
     results = measure(only=args.only, limit=args.limit, progress=progress)
+    if args.into:  # the other studies as they were measured before
+        before = json.loads(args.out.read_text())
+        redone = set(results["studies"])
+        results["rows"] = [r for r in before["rows"] if r["study"] not in redone] + [r for r in results["rows"] if r["study"] != "baseline"]
+        results["studies"] = {**before["studies"], **results["studies"]}
+        results["seconds"] = round(before["seconds"] + results["seconds"], 1)  # what a whole run of them takes, about
     results["summary"] = summary(results)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    args.out.write_text(to_json(results))
     print(f"\nWrote {args.out} ({results['seconds']:.0f} s).", file=sys.stderr)
 
 
 if __name__ == "__main__":
     main()
+
+
+EXAMPLE = "a red circle on the left"
+
+
+def example_figures(folder: Path) -> dict[str, Path]:
+    """The two figures docs/experiments.md shows, made again into `folder`: one experiment's comparison
+    (swap red for blue in the 8x8 layers during the first six calls) and one sweep's U (each
+    cross-attention layer off in turn), both on micro at seed 0."""
+    import tempfile
+
+    from explorer import edits
+    from explorer.diagrams import write
+    from explorer.experiments import experiment, sweep
+    from explorer.previews import png
+
+    runs = Path(tempfile.mkdtemp())
+    shown = experiment(EXAMPLE, edits=[edits.swap("red", "blue", "8x8", steps="0-5")], seed=0, out=runs / "swap")
+    (folder / "experiments-swap.png").write_bytes(png(shown.figure()))
+    swept = sweep(EXAMPLE, over="cross-attention", seed=0, out=runs / "sweep")
+    write(swept.figure(), folder / "experiments-sweep.svg")
+    return {"swap": folder / "experiments-swap.png", "sweep": folder / "experiments-sweep.svg"}

@@ -53,10 +53,13 @@ notebooks: install
 # the docs quote (from micro's weights), the naming table, the CLI examples
 diagrams: install
 	$(BIN)/explore diagrams diagrams
+	$(BIN)/explore diagrams diagrams/zh --lang zh
 	$(BIN)/python scripts/course_figures.py
 
 docs: install diagrams
 	$(BIN)/python scripts/naming_page.py docs/naming.md
+	$(BIN)/python scripts/glossary_page.py
+	$(BIN)/python scripts/zh_notebooks.py build
 	SD_EXPLORER_UPDATE_DOCS=1 $(BIN)/pytest -q tests/test_docs.py
 
 clean:

@@ -41,6 +41,7 @@ Weights = _choices("Weights", WEIGHTS)
 Component = _choices("Component", COMPONENTS)
 Sort = _choices("Sort", SORTS)
 Scheduler = _choices("Scheduler", SCHEDULERS)
+Lang = _choices("Lang", ("en", "zh"))
 
 
 class _Commands(TyperGroup):
@@ -344,11 +345,14 @@ def diagrams(
     folder: Annotated[Path, typer.Argument(help="Where to write the figures (created if needed).")],
     model: Model = "sd15",
     config: Config = None,
+    lang: Annotated[Lang, typer.Option(help="en, or zh: titles, captions and the colour key in Chinese, as the article "
+                                       "is written (module names and shapes as they are).")] = "en",
     no_cache: NoCache = False,
 ) -> None:
     """Draw every figure of the article (26, plus the pipeline overview): one .svg and one .dot each.
 
     The figures are named by the article's sections: unet-1.1-overall.svg ... clip-3.2-CLIPEncoderLayer.svg.
+    Try: explore diagrams diagrams/ · explore diagrams diagrams/zh --lang zh
     """
     with user_errors():
         from rich.progress import Progress
@@ -359,7 +363,8 @@ def diagrams(
         traces = {c: _trace(_request(c, model=model, config=config, weights="meta"), no_cache) for c in COMPONENTS}
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("Drawing", total=figure_count())
-            written = write_figures(traces, folder, progress=lambda name: progress.update(task, advance=1, description=name))
+            written = write_figures(traces, folder, progress=lambda name: progress.update(task, advance=1, description=name),
+                                    lang=getattr(lang, "value", lang))
         err.print(f"Wrote {plural(len(written), 'file')} to {folder}", style="dim", highlight=False)
 
 

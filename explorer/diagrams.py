@@ -126,14 +126,15 @@ def write(d: Diagram, path: Path) -> Path:
     return path
 
 
-def figure_diagrams(traces: dict[str, Trace]) -> Iterable[Diagram]:
-    """Every figure of the article, from the unet / vae / clip traces, then the pipeline overview."""
+def figure_diagrams(traces: dict[str, Trace], lang: str = "en") -> Iterable[Diagram]:
+    """Every figure of the article, from the unet / vae / clip traces, then the pipeline overview;
+    `lang` "zh": titled and captioned in Chinese (names and shapes as they are)."""
     from explorer.views.figures import FIGURES, figure_scene, pipeline_scene
     from explorer.views.graph import to_dot
 
     for figure in FIGURES:
-        yield Diagram(figure.name, to_dot(figure_scene(figure, traces[figure.component])))
-    yield Diagram("pipeline-overview", to_dot(pipeline_scene(traces["unet"], traces["vae"], traces["clip"])))
+        yield Diagram(figure.name, to_dot(figure_scene(figure, traces[figure.component]), lang=lang))
+    yield Diagram("pipeline-overview", to_dot(pipeline_scene(traces["unet"], traces["vae"], traces["clip"]), lang=lang))
 
 
 def figure_count() -> int:
@@ -147,12 +148,13 @@ def write_figures(
     folder: Path,
     formats: tuple[str, ...] = ("svg", "dot"),
     progress: Callable[[str], None] = lambda name: None,
+    lang: str = "en",
 ) -> list[Path]:
     """Write every figure into `folder`, one file per format. DOT files are written even without
     Graphviz; then GraphvizMissing is raised once they all are."""
     _make_folder(folder)
     written, missing = [], None
-    for d in figure_diagrams(traces):
+    for d in figure_diagrams(traces, lang):
         progress(d.name)
         for fmt in formats:
             path = folder / f"{d.name}.{fmt}"

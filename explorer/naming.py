@@ -133,3 +133,25 @@ def to_original_checkpoint(
         # The original file uses transformers' old layout, with everything under text_model.
         state[CLIP_PREFIX + ("" if key.startswith("text_model.") else "text_model.") + key] = value
     return state
+
+
+def common_prefix(keys: list[str]) -> str:
+    """The dotted prefix every key shares."""
+    parts = [k.split(".") for k in keys]
+    prefix = []
+    for column in zip(*parts):
+        if len(set(column)) != 1:
+            break
+        prefix.append(column[0])
+    return ".".join(prefix)
+
+
+def span(owners: list[str]) -> str:
+    """The original name covering these modules: their common prefix, or a numbered range of it
+    ("input_blocks.1 … 3") when a diffusers block spans several original ones."""
+    prefix = common_prefix(owners)
+    following = sorted({o[len(prefix) + 1 :].split(".")[0] for o in owners if len(o) > len(prefix)})
+    if len(following) > 1 and all(f.isdigit() for f in following):
+        numbers = sorted(int(f) for f in following)
+        return f"{prefix}.{numbers[0]} … {numbers[-1]}"
+    return prefix

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from explorer.naming import to_original_checkpoint
+from explorer.naming import span, to_original_checkpoint
 
 
 def original_names(component: str, model, config: dict[str, Any]) -> dict[str, str]:
@@ -36,16 +36,6 @@ def _root(tensor):
     return tensor._base if tensor._base is not None else tensor
 
 
-def _common_prefix(keys: list[str]) -> str:
-    parts = [k.split(".") for k in keys]
-    prefix = []
-    for column in zip(*parts):
-        if len(set(column)) != 1:
-            break
-        prefix.append(column[0])
-    return ".".join(prefix)
-
-
 def naming_rows(trace, model, config: dict[str, Any], section_of, depth: int) -> list[tuple[str, str, str, str]]:
     """(diffusers path, class, original checkpoint prefix, article section) for every module with
     parameters down to `depth`, in call order."""
@@ -56,19 +46,8 @@ def naming_rows(trace, model, config: dict[str, Any], section_of, depth: int) ->
             continue
         owners = [names[k].rsplit(".", 1)[0] for k in names if k.startswith(node.path + ".")]  # drop .weight
         if owners:
-            rows.append((node.path, node.type, _span(owners), section_of(node)))
+            rows.append((node.path, node.type, span(owners), section_of(node)))
     return rows
-
-
-def _span(owners: list[str]) -> str:
-    """The original name covering these modules: their common prefix, or a numbered range of it
-    ("input_blocks.1 … 3") when a diffusers block spans several original ones."""
-    prefix = _common_prefix(owners)
-    following = sorted({o[len(prefix) + 1 :].split(".")[0] for o in owners if len(o) > len(prefix)})
-    if len(following) > 1 and all(f.isdigit() for f in following):
-        numbers = sorted(int(f) for f in following)
-        return f"{prefix}.{numbers[0]} … {numbers[-1]}"
-    return prefix
 
 
 def write_naming_page(page) -> None:

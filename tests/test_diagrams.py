@@ -220,3 +220,50 @@ def test_without_graphviz_the_dot_is_written_and_one_sentence_says_why(tmp_path)
     assert "apt install graphviz" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "unet.dot").exists() and not out.exists()
     assert shutil.which("dot", path=str(bin_dir)) is None
+
+
+# -- the figures in Chinese ---------------------------------------------------------------------------------
+
+
+def test_the_committed_chinese_diagrams_are_what_the_code_draws(traces):
+    fresh = {d.name: d.dot for d in figure_diagrams(traces, lang="zh")}
+    for name, dot in fresh.items():
+        committed = DIAGRAMS / "zh" / f"{name}.dot"
+        assert committed.read_text() == dot, f"{committed} is stale: run `explore diagrams diagrams/zh --lang zh`"
+        assert (DIAGRAMS / "zh" / f"{name}.svg").exists()
+
+
+def test_chinese_figures_say_in_chinese_what_they_say_and_keep_names_and_shapes(traces):
+    from explorer.views import zh
+
+    zh_dot = {d.name: d.dot for d in figure_diagrams(traces, lang="zh")}
+    en_dot = {d.name: d.dot for d in figure_diagrams(traces)}
+    resnet = zh_dot["unet-1.4.1-ResnetBlock2D"]
+    assert "1.4.1 ResnetBlock2D" in resnet and "时间步编码按通道加上去" in resnet and zh.FONT in resnet
+    assert "[2, 1280]" in resnet and "conv_shortcut" in resnet  # names and shapes as they are
+    assert "送入每个 ResnetBlock2D（共 22 个）" in zh_dot["unet-1.3-time-embedding"]
+    assert "拆成 8 个头，每头 40 维" in zh_dot["unet-1.4.2.1.1-SelfAttention"]
+    for name, dot in zh_dot.items():  # no English phrase the Chinese figures should have said otherwise
+        for english in ("into every", "one of ", " alike", "normalization", "input / output", "convolution</font>"):
+            assert english not in dot, f"{name}: {english!r}"
+        assert dot != en_dot[name]
+    assert set(zh.FIGURES) == {f.name for f in FIGURES}
+
+
+def test_chinese_characters_are_drawn_not_tofu(tmp_path):
+    """Graphviz finds the CJK font: two different Chinese captions of the same length draw differently
+    (with no font for them, both would be the same row of empty boxes)."""
+    from explorer.diagrams import Diagram
+    from explorer.views import zh
+
+    def drawn(text: str):
+        import io
+
+        from PIL import Image
+
+        dot = f'digraph g {{ node [fontname="{zh.FONT}" shape=plaintext]; a [label="{text}"] }}'
+        return Image.open(io.BytesIO(Diagram("t", dot).render("png"))).convert("L")
+
+    first, second, again = drawn("时间步编码"), drawn("交叉注意力"), drawn("时间步编码")
+    assert first.size == second.size and first.tobytes() != second.tobytes()
+    assert first.tobytes() == again.tobytes()

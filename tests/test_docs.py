@@ -119,3 +119,17 @@ def test_make_demo_ends_with_three_next_steps_that_run_as_written(tmp_path):
     assert ran == 2 and (tmp_path / "unet.svg").stat().st_size > 10_000 and (tmp_path / "site" / "index.html").exists()
     assert "notebooks/01_unet.ipynb" in demo and (root / "notebooks" / "01_unet.ipynb").exists()
     assert "notebooks = [" in (root / "pyproject.toml").read_text()  # the extra the second line installs
+
+
+def test_the_glossary_is_generated_from_the_real_models(tmp_path):
+    """docs/glossary.md and docs/zh/glossary.md are what explorer.glossary makes from the SD1.5 traces
+    and the naming tables now: a renamed module, a moved figure or a changed class shows."""
+    from explorer import trace
+    from explorer.glossary import entries, page
+
+    found = entries({c: trace(c) for c in ("unet", "vae", "clip")})
+    assert (DOCS / "glossary.md").read_text() == page(found, "en"), "run `python scripts/glossary_page.py`"
+    assert (DOCS / "zh" / "glossary.md").read_text() == page(found, "zh"), "run `python scripts/glossary_page.py`"
+    cross = next(e for e in found if e.en == "cross-attention")
+    assert cross.section == "1.4.2.1.2" and cross.type == "Attention" and cross.original.endswith("input_blocks.1.1.transformer_blocks.0.attn2")
+    assert next(e for e in found if e.en == "prompt embedding").shape == "[2, 77, 768]"

@@ -623,25 +623,32 @@ def _u_layout(result: Scene, tops: list[str]) -> None:
 # -- DOT -----------------------------------------------------------------------------------------
 
 
-def to_dot(s: Scene) -> str:
-    """The scene as DOT text, deterministic: same record, same text."""
+def to_dot(s: Scene, lang: str = "en") -> str:
+    """The scene as DOT text, deterministic: same record, same text. `lang` "zh": everything the figure
+    says in Chinese (explorer.views.zh), drawn with a CJK font; names and shapes as they are."""
     import graphviz
 
+    from explorer.views import zh
+
+    if lang not in ("en", "zh"):
+        raise ValueError(f"lang must be en or zh, got {lang!r}")
+    legend, font = (zh.LEGEND, zh.FONT) if lang == "zh" else (LEGEND, "Helvetica")
+    s = zh.translated(s) if lang == "zh" else s
     g = graphviz.Digraph("figure", engine="dot")
     g.attr(
         rankdir=s.rankdir,
-        label=f"<{_title_table(s)}>",
+        label=f"<{_title_table(s, legend)}>",
         labelloc="t",
-        fontname="Helvetica",
+        fontname=font,
         fontsize="16",
         nodesep="0.35",
         ranksep="0.45",
         newrank="true",
         compound="true",
     )
-    g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="12", margin="0.12,0.06")
-    g.attr("edge", fontname="Helvetica", fontsize="10", color="#555555", arrowsize="0.7")
-    graphs, subgraphs = _cluster_graphs(s, g)
+    g.attr("node", shape="box", style="rounded,filled", fontname=font, fontsize="12", margin="0.12,0.06")
+    g.attr("edge", fontname=font, fontsize="10", color="#555555", arrowsize="0.7")
+    graphs, subgraphs = _cluster_graphs(s, g, font)
     for box in s.boxes:
         graphs[box.cluster].node(box.id, **_box_attrs(box))
     for cid in reversed(list(subgraphs)):  # nest clusters, innermost first
@@ -660,7 +667,7 @@ def to_dot(s: Scene) -> str:
     return g.source
 
 
-def _title_table(s: Scene) -> str:
+def _title_table(s: Scene, legend: dict[str, str] = LEGEND) -> str:
     """The heading, the lines under it and the colour key, as a Graphviz HTML-like table."""
     head, *rest = s.title.split("\n")
     # long lines are wrapped at words, so that the title never makes a figure wider than its drawing
@@ -672,7 +679,7 @@ def _title_table(s: Scene) -> str:
     ]
     kinds = [k for k in FILL if any(b.category == k for b in s.boxes)]
     if kinds:
-        rows.append(f"<tr><td>{_legend(kinds)}</td></tr>")
+        rows.append(f"<tr><td>{_legend(kinds, legend)}</td></tr>")
     return '<table border="0" cellpadding="1">' + "".join(rows) + "</table>"
 
 
@@ -689,7 +696,7 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width)
 
 
-def _cluster_graphs(s: Scene, g) -> tuple[dict, dict]:
+def _cluster_graphs(s: Scene, g, font: str = "Helvetica") -> tuple[dict, dict]:
     """One Graphviz subgraph per cluster (parents come before children, sorted by call order)."""
     import graphviz
 
@@ -703,7 +710,7 @@ def _cluster_graphs(s: Scene, g) -> tuple[dict, dict]:
             style="rounded,filled",
             fillcolor=_lighter(FILL.get(c.category, "#ffffff")),
             color="#9aa7b8",
-            fontname="Helvetica",
+            fontname=font,
             fontsize="12",
             labeljust="l",
         )
@@ -738,10 +745,10 @@ def _arrow_attrs(a: Arrow) -> dict[str, str]:
     return attrs
 
 
-def _legend(kinds: list[str]) -> str:
+def _legend(kinds: list[str], legend: dict[str, str] = LEGEND) -> str:
     """The colour key, as a row of cells under the title."""
     cells = "".join(
-        f'<td bgcolor="{FILL[k]}" border="1" style="rounded"><font point-size="10">{esc(LEGEND[k])}</font></td>'
+        f'<td bgcolor="{FILL[k]}" border="1" style="rounded"><font point-size="10">{esc(legend[k])}</font></td>'
         for k in kinds
     )
     return f'<table border="0" cellspacing="6" cellpadding="4"><tr>{cells}</tr></table>'

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from explorer.files import write_atomic
+from explorer.files import parse_json, write_atomic
 from explorer.record import Trace
 from explorer.versions import package_versions
 
@@ -58,7 +58,7 @@ def key(**parts: Any) -> str:
 def load(name: str) -> tuple[Trace, list[str]] | None:
     path = cache_dir() / f"{name}.json"
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())  # a deep entry is corrupt, not a RecursionError
         return Trace.from_dict(data["trace"]), list(data["notes"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or corrupt: traced again, and rewritten

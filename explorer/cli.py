@@ -25,7 +25,7 @@ from explorer.edits import SYNTAX as EDIT_SYNTAX
 from explorer.errors import ExplorerError, OptionError
 from explorer.experiments import OVER
 from explorer.generation import SCHEDULERS
-from explorer.loading import WEIGHTS
+from explorer.loading import WEIGHTS, check_seed
 from explorer.views.format import plural
 
 out = Console(soft_wrap=True)
@@ -218,6 +218,7 @@ def _explore(component: str, *, depth: int | None, block: str | None, as_json: b
         from explorer.views.format import dropped_tokens
 
         check_depth(depth, component)  # a typo should not cost the torch import
+        check_seed(flags["seed"])
         record = _trace(_request(component, **flags), no_cache)
         if as_json:
             shown = narrow(record, block, depth) if (block or depth is not None) else record

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from explorer.errors import ExplorerError, OptionError
-from explorer.files import check_writable, make_folder, write_atomic
+from explorer.files import check_writable, make_folder, parse_json, write_atomic
 from explorer.runs import Run, load_run
 
 SCHEMA = "sd-explorer/experiment@1"
@@ -203,7 +203,7 @@ class Experiment:
 def load_experiment(folder: str | Path) -> Experiment:
     folder = Path(folder)
     try:
-        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        record = parse_json((folder / RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise ExplorerError(f"{folder} has no valid {RECORD}: give the --out folder of an `explore experiment` run.") from None
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
@@ -330,29 +330,15 @@ def _finish(record: dict, folder: Path, changes: Changes, x0: dict[str, list], m
     write_atomic(folder / RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
-_BUILT: dict[tuple, tuple[int, Any]] = {}  # the last pipeline built for an experiment or a sweep: key -> (seed, Built)
-
-
-def _build_key(settings) -> tuple:
-    """What a built pipeline depends on besides the seed: the model and its loading, the scheduler."""
-    return (settings.model, settings.config, settings.allow_pickle, settings.allow_download, settings.scheduler)
-
-
 class _Prepared:
     """The explorer's way: the pipeline built once, both runs watched into run folders. The last one
-    built is kept for the next experiment with the same model (edits leave it as it was; random
-    weights only for the same seed): a notebook's experiments after the first start at once."""
+    built is kept for the next experiment with the same model (`prepare(reuse=True)`): a notebook's
+    experiments after the first start at once."""
 
     def __init__(self, settings, on_phase: Callable[[str], None]):
         from explorer.generation import prepare
 
-        key = _build_key(settings)
-        seed, built = _BUILT.get(key, (None, None))
-        if built is not None and built.weights == "random" and seed != settings.seed:
-            built = None
-        self.prepared = prepare(settings, on_phase=on_phase, built=built)
-        _BUILT.clear()
-        _BUILT[key] = (settings.seed, self.prepared.built)
+        self.prepared = prepare(settings, on_phase=on_phase, reuse=True)
         self.pipe = self.prepared.built.pipe
         self.height, self.width = settings.height, settings.width
         self.micro = bool(self.prepared.built.micro)
@@ -478,7 +464,7 @@ def sweep_image(k: int) -> str:
 def load_sweep(folder: str | Path) -> Sweep:
     folder = Path(folder)
     try:
-        record = json.loads((folder / SWEEP_RECORD).read_text(encoding="utf-8"))
+        record = parse_json((folder / SWEEP_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise ExplorerError(f"{folder} has no valid {SWEEP_RECORD}: give the --out folder of an `explore sweep` run.") from None
     if not isinstance(record, dict) or record.get("schema") != SWEEP_SCHEMA:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from explorer.components import COMPONENTS, component as entry
 from explorer.errors import OptionError
-from explorer.loading import WEIGHTS, Loaded, default_image_size, load
+from explorer.loading import WEIGHTS, Loaded, check_seed, default_image_size, load
 from explorer.record import Trace, check_depth
 
 DEFAULT_PROMPT = "a photo of an astronaut riding a horse"
@@ -56,6 +56,7 @@ class TraceRequest:
             raise OptionError("weights", f"must be one of {', '.join(WEIGHTS)}, got {self.weights!r}.")
         check_size("height", self.height)
         check_size("width", self.width)
+        check_seed(self.seed)
         if self.batch is not None and not 1 <= self.batch <= MAX_BATCH:
             raise OptionError(
                 "batch", f"must be between 1 and {MAX_BATCH} (2 is what classifier-free guidance uses), got {self.batch}."

@@ -55,17 +55,51 @@ def make_folder(folder: Path) -> None:
         raise ExplorerError(f"{folder} cannot be created ({exc.strerror}): choose another folder.") from None
 
 
+MAX_JSON_DEPTH = 256  # nesting levels; a real config or record has fewer than ten
+
+
+class TooDeep(ValueError):
+    """A JSON value nested deeper than the reader allows."""
+
+
+def nesting(value) -> int:
+    """How deeply lists and objects nest in a JSON value (a number or a string: 0), counted
+    without recursion, so that no value is too deep to measure."""
+    deepest, stack = 0, [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def parse_json(text: str, max_depth: int = MAX_JSON_DEPTH):
+    """`json.loads`, refusing (ValueError) a value nested deeper than `max_depth` levels: the code
+    that walks a record or a config must never run out of stack on one."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except RecursionError:  # deeper than Python's own stack allows
+        raise TooDeep(f"nested deeper than {max_depth} levels") from None
+    if nesting(value) > max_depth:
+        raise TooDeep(f"nested deeper than {max_depth} levels")
+    return value
+
+
 def read_json_object(path: Path, what: str = "JSON config") -> dict:
     """A JSON file that must hold an object (a config, an index): its dict, or one sentence saying
     what is wrong with it. Deeply nested values are refused like any other broken file."""
-    import json
-
     from explorer.errors import ExplorerError
 
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        value = parse_json(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, TooDeep):
+            reason = str(exc)
+        else:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ExplorerError(f"{path} is not a readable {what} ({reason}).") from None
     if not isinstance(value, dict):
         raise ExplorerError(f"{path} is not a {what}: it holds a JSON {type(value).__name__}, not an object.")

@@ -10,17 +10,23 @@ Three ways to fill it:
 
 Weights are read from safetensors only; a pickle checkpoint (.ckpt/.bin/.pt/.pth) is refused
 unless the caller passes ``allow_pickle=True`` (even then it is loaded with ``weights_only=True``).
+
+Before anything is built, a folder's configs are checked value by value (`explorer.configs`); before
+random or pretrained weights are allocated, the memory they take (the meta model's parameter count
+times four bytes) is compared with the memory available.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from explorer.components import component as entry
-from explorer.errors import ExplorerError
+from explorer.configs import check_config, check_scheduler, shown
+from explorer.errors import ExplorerError, OptionError
 from explorer.files import read_json_object
 from explorer.specs import PRESETS, SD15, Preset
 
@@ -173,21 +179,45 @@ def component_config(source: Source, component: str) -> dict[str, Any]:
     config = read_json_object(config_file)
     expected = entry(component).class_name
     architectures = config.get("architectures")
-    found = config.get("_class_name") or (architectures[0] if isinstance(architectures, list) and architectures else None)
-    if found is not None and found != expected:
-        raise ExplorerError(f"{config_file} describes a {found}, not a {expected}.")
+    if "_class_name" in config:  # diffusers' configs name their class; transformers' their architectures
+        found = config["_class_name"]
+    else:
+        found = architectures[0] if isinstance(architectures, list) and architectures else expected
+    if found != expected:
+        described = found if isinstance(found, str) else shown(found)
+        raise ExplorerError(f"{config_file} describes a {described}, not a {expected}.")
+    check_config(component, config, str(config_file))
     return config
+
+
+def scheduler_config(source: Source) -> dict[str, Any]:
+    """The model folder's own scheduler config, checked, else its preset's (SD1.5's for a single file)."""
+    if source.path is not None and source.path.is_dir():
+        config_file = source.path / "scheduler" / "scheduler_config.json"
+        if config_file.is_file():
+            config = read_json_object(config_file)
+            check_scheduler(config, str(config_file))
+            return config
+    return dict((source.preset or SD15).scheduler)
 
 
 def default_image_size(source: Source, component: str) -> int:
     """The image side (px) the model was trained at, from its own config."""
     if source.preset is not None and source.form == "preset":
         return source.preset.default_size
+    from explorer.explore import MAX_SIZE
+
     config = component_config(source, component)
     if component == "unet":
-        return int(config.get("sample_size", 64)) * latent_downscale(source)
+        latent, cell = config.get("sample_size", 64), latent_downscale(source)
+        if latent * cell > MAX_SIZE:
+            raise ExplorerError(
+                f"{_config_label(source, component)}: sample_size {latent} means images of {latent * cell} px "
+                f"({cell} px a latent), more than the {MAX_SIZE} px the explorer traces: give --height and --width."
+            )
+        return latent * cell
     if component == "vae":
-        return int(config.get("sample_size", 512))
+        return config.get("sample_size", 512)
     return 512
 
 
@@ -197,13 +227,13 @@ def latent_downscale(source: Source) -> int:
         vae = component_config(source, "vae")
     except ExplorerError:  # a folder holding only a UNet: SD's VAE factor
         return 8
-    return 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+    return 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)  # checked: 1 to 8 levels
 
 
 def context_length(source: Source) -> int:
     """Tokens in a prompt embedding: the text encoder's positions (77 for SD1.5)."""
     try:
-        return int(component_config(source, "clip").get("max_position_embeddings", 77))
+        return component_config(source, "clip").get("max_position_embeddings", 77)  # checked: a whole number
     except ExplorerError:
         return 77
 
@@ -226,13 +256,20 @@ def library_class(library: str, name: str):
         return getattr(importlib.import_module(library), name)
 
 
-def _instantiate(component: str, config: dict[str, Any]):
+def _instantiate(component: str, config: dict[str, Any], where: str = ""):
+    """The library's class built from `config`. The values are checked before (explorer.configs); a
+    combination the checks let through and the library refuses is still one sentence."""
     c = entry(component)
     cls = library_class(c.library, c.class_name)
-    if c.config_class:  # transformers: the model is built from its config object
-        keep = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
-        return cls(library_class(c.library, c.config_class)(**keep))
-    return cls.from_config(config)
+    try:
+        if c.config_class:  # transformers: the model is built from its config object
+            keep = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
+            return cls(library_class(c.library, c.config_class)(**keep))
+        return cls.from_config(config)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        what = where or f"The {component} config"
+        raise ExplorerError(f"{what} cannot be built as a {c.class_name} ({reason}).") from None
 
 
 def build_fresh(component: str, config: dict[str, Any]):
@@ -240,29 +277,90 @@ def build_fresh(component: str, config: dict[str, Any]):
     return _instantiate(component, config)
 
 
-def build(component: str, config: dict[str, Any], weights: str = "meta", seed: int = 0):
-    """The real model class built from `config`.
+def build(component: str, config: dict[str, Any], weights: str = "meta", seed: int = 0, *, where: str = ""):
+    """The real model class built from `config` (`where` names it in a sentence: its config file).
 
     meta: everything on the meta device. pretrained: parameters on meta (to be replaced by the
     checkpoint's tensors), buffers computed on the CPU as usual (CLIP's position_ids are not in
-    checkpoints). random: parameters filled by `fill_random`, seeded.
+    checkpoints). random: parameters filled by `fill_random`, seeded, once `check_memory` found
+    room for them.
     """
     import torch
 
     if weights == "meta":
         with torch.device("meta"):
-            model = _instantiate(component, config)
+            model = _instantiate(component, config, where)
         return model.eval()
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
-        model = _instantiate(component, config)
+        model = _instantiate(component, config, where)
     if weights == "random":
+        check_memory(model, f"Random weights for the {component}", extra=RANDOM_BYTES)
         fill_random(model, seed)
     return model.eval()
 
 
+# -- memory ------------------------------------------------------------------------------------------
+
+MEMORY_VARIABLE = "SD_EXPLORER_MEMORY_GB"  # the memory the explorer may fill, in GB: overrides what the system says
+
+
+def available_memory() -> int | None:
+    """Bytes that can still be allocated: SD_EXPLORER_MEMORY_GB when set, else what Linux reports
+    (MemAvailable, within the container's limit), else None (unknown: nothing is refused)."""
+    if os.environ.get(MEMORY_VARIABLE):
+        text = os.environ[MEMORY_VARIABLE]
+        try:
+            gb = float(text)
+        except ValueError:
+            gb = -1.0
+        if not 0 <= gb < float("inf"):
+            raise ExplorerError(f"{MEMORY_VARIABLE} must be a number of gigabytes (e.g. 8 or 0.5), got {text!r}.")
+        return int(gb * 1e9)
+    found = [_meminfo_available(), _cgroup_room()]
+    found = [n for n in found if n is not None]
+    return min(found) if found else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: unknown
+        return None
+
+
+def _cgroup_room() -> int | None:
+    """What the container's memory limit (cgroup v2) leaves, when it has one."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        return max(0, int(limit) - int(used)) if limit != "max" else None
+    except (OSError, ValueError):
+        return None
+
+
+def check_memory(model, what: str, extra: int = 0) -> None:
+    """Refuse in one sentence, before anything is allocated, weights that would not fit: `model`'s
+    parameters (on the meta device, so counting them is free) in float32, plus `extra` bytes."""
+    count = sum(p.numel() for p in model.parameters())
+    needed = 4 * count + extra
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ExplorerError(
+            f"{what} need {needed / 1e9:,.1f} GB ({count:,} parameters in float32) but only {available / 1e9:,.1f} GB "
+            "are available; meta weights show the same architecture without using any."
+        )
+
+
 RANDOM_BLOCK = 1 << 24  # 16M seeded random values, cut into every weight
+RANDOM_BYTES = 2 * RANDOM_BLOCK * 4  # the block fill_random draws them into, float32
 
 
 def fill_random(model, seed: int = 0) -> None:
@@ -324,6 +422,7 @@ def load(
     entry(component)  # one sentence when it is not a component
     if weights not in WEIGHTS:
         raise ExplorerError(f"Unknown weights {weights!r}: choose one of {', '.join(WEIGHTS)}.")
+    check_seed(seed)
     source = (
         model
         if isinstance(model, Source)
@@ -346,10 +445,43 @@ def load(
         # SDXL: the clip component is both encoders, run together as its pipeline runs them
         from explorer.textencoders import TextEncoders
 
-        second = _load_part("clip_2", source, weights, allow_pickle, seed + 1)
+        _check_positions(source)
+        second = _load_part("clip_2", source, weights, allow_pickle, seed_after(seed, 1))
         pair = TextEncoders(loaded.model, second.model).eval()
         loaded = Loaded(component, pair, source, weights, loaded.config, tuple(dict.fromkeys(loaded.notes + second.notes)))
     return loaded
+
+
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 to 2**64 - 1
+
+
+def check_seed(seed: Any) -> None:
+    """A seed torch accepts, or one sentence (an OptionError: --seed on the command line)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise OptionError("seed", f"must be a whole number between 0 and {SEED_MAX} (2**64 - 1), got {seed!r}.")
+
+
+def seed_after(seed: int, k: int) -> int:
+    """The k-th seed after `seed` (for the next model of a pipeline), wrapping around past SEED_MAX."""
+    return (seed + k) % (SEED_MAX + 1)
+
+
+def _check_positions(source: Source) -> None:
+    """SDXL: both text encoders read prompts padded to the first one's positions."""
+    first = component_config(source, "clip").get("max_position_embeddings", 77)
+    second = component_config(source, "clip_2").get("max_position_embeddings", 77)
+    if second < first:
+        raise ExplorerError(
+            f"{_config_label(source, 'clip_2')}: max_position_embeddings must be at least the first text encoder's "
+            f"{first} (both read the same padded prompt), got {second}."
+        )
+
+
+def _config_label(source: Source, component: str) -> str:
+    """How a sentence names the component's config: its file, or the preset it comes from."""
+    if source.path is not None and source.form in ("folder", "hub"):
+        return str(_component_folder(source, component) / "config.json")
+    return f"the {component} config of {source.label}"
 
 
 def has_second_text_encoder(source: Source) -> bool:
@@ -363,7 +495,9 @@ def _load_part(component: str, source: Source, weights: str, allow_pickle: bool,
     """One model of the pipeline, built from its config and filled as `weights` says."""
     cfg = component_config(source, component)
     notes: list[str] = []
-    built = build(component, cfg, weights, seed)
+    if entry(component).driver == "text" and weights != "meta":
+        _check_vocabulary(source, component, cfg)
+    built = build(component, cfg, weights, seed, where=_config_label(source, component))
     # Meta and random weights need only the configs: a folder of configs alone, or a hub id whose
     # weights were never downloaded, explores all the same.
     required = weights == "pretrained"
@@ -373,22 +507,49 @@ def _load_part(component: str, source: Source, weights: str, allow_pickle: bool,
         where = "in the local cache" if source.form == "hub" else "there"
         notes.append(f"The {component} weights of {source.label} are not {where}: shapes from its config alone.")
     elif source.has_weights:
-        checkpoint = read_checkpoint(source, component, allow_pickle=allow_pickle, values=weights == "pretrained")
+        # Names, shapes and dtypes from the file headers first: a wrong file costs no reading.
+        checkpoint = read_checkpoint(source, component, allow_pickle=allow_pickle, values=False)
         state = to_model_keys(component, checkpoint, built, cfg)
         extra = check_against(built, state, component, source)
         if extra:
             notes.append(f"{len(extra)} tensors of the checkpoint are not used by the {component}, e.g. {extra[0]}.")
         if weights == "pretrained":
-            import torch
-
-            wanted = built.state_dict()
-            values = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items() if k in wanted}
-            built.load_state_dict(values, strict=True, assign=True)
+            _load_values(built, component, source, cfg, checkpoint, state, allow_pickle)
         else:
             notes.append(f"Checked the {component} weights of {source.label} against the architecture (shapes only).")
     elif weights == "random":
         notes.append(f"Random weights: the {source.label} architecture is real, the values are not.")
     return Loaded(component, built, source, weights, cfg, tuple(notes))
+
+
+def _load_values(built, component: str, source: Source, cfg, checkpoint, state, allow_pickle: bool) -> None:
+    """Read the checkpoint's tensors into `built`, in float32, once the memory for them is known to be there:
+    the model's float32 parameters and, while they are read, the checkpoint's tensors that are not those."""
+    import torch
+
+    wanted = built.state_dict()
+    stored = sum(t.numel() * t.element_size() for t in checkpoint.values())
+    shared = sum(t.numel() * 4 for k, t in state.items() if k in wanted and t.dtype == torch.float32)
+    if any(t.is_meta for t in checkpoint.values()):
+        check_memory(built, f"The pretrained {component} weights of {source.label}", extra=max(0, stored - shared))
+        checkpoint = read_checkpoint(source, component, allow_pickle=allow_pickle, values=True)
+        state = to_model_keys(component, checkpoint, built, cfg)
+    values = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items() if k in wanted}
+    built.load_state_dict(values, strict=True, assign=True)
+
+
+def _check_vocabulary(source: Source, component: str, cfg: dict[str, Any]) -> None:
+    """Real weights look every token id up in the text encoder's table: the tokenizer the prompts
+    are read with must not have more tokens than the table has rows."""
+    from explorer.tokenizer import clip_tokenizer, pad_token_of, tokenizer_folder
+
+    which = 2 if component == "clip_2" else 1
+    tokens = len(clip_tokenizer(tokenizer_folder(source, which), context_length(source), pad_token_of(source, which)))
+    if cfg.get("vocab_size", 49408) < tokens:
+        raise ExplorerError(
+            f"{_config_label(source, component)}: vocab_size must be at least {tokens:,}, the tokens of the tokenizer "
+            f"its prompts are read with, got {cfg.get('vocab_size')}."
+        )
 
 
 def _second_encoder_from_file(source: Source, weights: str, notes: list[str]) -> None:
@@ -444,7 +605,7 @@ def read_checkpoint(source: Source, component: str, *, allow_pickle: bool, value
                         checkpoint[key] = f.get_tensor(key)
                     else:  # shapes and dtypes from the header; no tensor data is read
                         piece = f.get_slice(key)
-                        dtype = getattr(torch, _SAFETENSORS_DTYPES.get(piece.get_dtype(), "float32"))
+                        dtype = _torch_dtype(piece.get_dtype(), path, key)
                         checkpoint[key] = torch.empty(piece.get_shape(), dtype=dtype, device="meta")
         except SafetensorError as exc:
             raise ExplorerError(
@@ -475,13 +636,32 @@ _SAFETENSORS_DTYPES = {
     "F32": "float32",
     "F16": "float16",
     "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
     "I64": "int64",
     "I32": "int32",
     "I16": "int16",
     "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
     "U8": "uint8",
     "BOOL": "bool",
+    "C64": "complex64",
 }
+
+
+def _torch_dtype(code: str, path: Path, key: str):
+    """The torch dtype of a safetensors header's dtype code, or one sentence when torch has none."""
+    import torch
+
+    dtype = getattr(torch, _SAFETENSORS_DTYPES.get(code, ""), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ExplorerError(
+            f"{path}: {key} is stored as {code}, a type this PyTorch does not read; weights are floating point "
+            "(F32, F16 or BF16)."
+        )
+    return dtype
 
 
 def to_model_keys(component: str, checkpoint: dict[str, Any], model, config: dict[str, Any]):
@@ -504,9 +684,10 @@ def to_model_keys(component: str, checkpoint: dict[str, Any], model, config: dic
 
 
 def check_against(model, state: dict[str, Any], component: str, source: Source) -> list[str]:
-    """Fail with one sentence when the checkpoint does not fit the architecture; return the
-    checkpoint keys the model does not use."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Fail with one sentence when the checkpoint does not fit the architecture (a name missing, a
+    shape or a kind of number that differs); return the checkpoint keys the model does not use."""
+    own = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in own.items()}
     if not set(state) & set(expected):
         raise ExplorerError(
             f"{source.label} holds no {component} weights: its tensors are neither in the original SD layout "
@@ -526,5 +707,13 @@ def check_against(model, state: dict[str, Any], component: str, source: Source) 
                 f"{source.label}: {key} is {list(found)} in the checkpoint but the architecture expects "
                 f"{list(shape)}; the checkpoint is for a different configuration"
                 + (" (pass --config to name it)." if source.form == "file" else ".")
+            )
+    for key, tensor in own.items():
+        dtype, floating = state[key].dtype, tensor.is_floating_point()
+        if floating != dtype.is_floating_point:
+            wanted = "floating-point values (float32, float16 or bfloat16)" if floating else "integers"
+            raise ExplorerError(
+                f"{source.label}: {key} is stored as {str(dtype).removeprefix('torch.')}, but the {component} "
+                f"expects {wanted} there."
             )
     return [k for k in state if k not in expected]

@@ -316,7 +316,10 @@ class Trace:
 
     @classmethod
     def from_json(cls, text: str) -> "Trace":
-        return cls.from_dict(json.loads(text))
+        """The record a JSON text holds (ValueError when it holds none, or nests too deeply to be one)."""
+        from explorer.files import parse_json
+
+        return cls.from_dict(parse_json(text))
 
     # -- display in Jupyter: the terminal tree, rendered as HTML ------------------------------
 

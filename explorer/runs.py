@@ -29,12 +29,12 @@ Nothing heavy is imported here: numpy and PIL only when maps or images are read.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from explorer.errors import ExplorerError, OptionError
+from explorer.files import MAX_JSON_DEPTH, TooDeep, parse_json
 
 SCHEMA = "sd-explorer/generation@4"
 READABLE = ("sd-explorer/generation@1", "sd-explorer/generation@2", "sd-explorer/generation@3", SCHEMA)
@@ -96,7 +96,11 @@ def read_record(folder: Path) -> dict:
     if not folder.is_dir():
         raise ExplorerError(f"{folder} is not a folder: give the --out folder of an `explore generate` run.")
     try:
-        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        record = parse_json((folder / RECORD).read_text(encoding="utf-8"))
+    except TooDeep:
+        raise ExplorerError(
+            f"{folder / RECORD} nests deeper than {MAX_JSON_DEPTH} levels, which no generation record does."
+        ) from None
     except (OSError, ValueError):
         raise ExplorerError(f"{folder} has no valid {RECORD}: give the --out folder of an `explore generate` run.") from None
     if not isinstance(record, dict) or record.get("schema") not in READABLE:

@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 USER_SETTINGS = (
     "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
     "DIFFUSERS_CACHE", "HF_TOKEN", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TERM", "TTY_COMPATIBLE",
-    "SD_EXPLORER_CACHE_DIR", "SD_EXPLORER_DEBUG",
+    "SD_EXPLORER_CACHE_DIR", "SD_EXPLORER_DEBUG", "SD_EXPLORER_MEMORY_GB",
 )
 SESSION_HOME: dict[str, str] = {}  # HF_HOME, set once for the session in pytest_configure
 

@@ -155,6 +155,45 @@ def test_hostile_run_records(tmp_path_factory, a_run, changes, cut):
         pass  # one sentence, as the CLI shows it
 
 
+NESTED = {
+    "lists": "[" * 100_000 + "]" * 100_000,
+    "objects": '{"a": ' * 100_000 + "0" + "}" * 100_000,
+    "300 levels": '{"schema": ' + "[" * 300 + "]" * 300 + "}",
+}
+
+
+@pytest.mark.parametrize("nested", NESTED.values(), ids=NESTED.keys())
+def test_a_record_nested_too_deeply_is_one_sentence(tmp_path, a_run, nested):
+    import shutil
+    import time
+
+    import explorer
+
+    folder = tmp_path / "run"
+    shutil.copytree(a_run, folder)
+    (folder / "trace.json").write_text(nested)
+    started = time.perf_counter()
+    refused_in_one_sentence(explore("maps", str(folder), "--word", "circle", "-o", str(tmp_path / "m.png")))
+    site = tmp_path / "site"
+    refused_in_one_sentence(explore("html", str(site), "--run", str(folder), "--model", "tiny"))
+    with pytest.raises(explorer.ExplorerError, match="trace.json nests deeper than 256 levels"):
+        explorer.load_run(folder)
+    assert time.perf_counter() - started < 5
+    assert not site.exists() and not (tmp_path / "m.png").exists()
+
+
+def test_json_nesting_is_limited_to_a_few_hundred_levels():
+    from explorer.files import MAX_JSON_DEPTH, TooDeep, nesting, parse_json
+    from explorer.record import Trace
+
+    assert nesting(parse_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)) == MAX_JSON_DEPTH
+    assert nesting(1) == 0 and nesting({"a": [1, {"b": []}]}) == 4
+    with pytest.raises(TooDeep):
+        parse_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
+    with pytest.raises(ValueError, match="nested deeper"):
+        Trace.from_json("[" * 100_000 + "]" * 100_000)
+
+
 # -- CLI values --------------------------------------------------------------------------------------
 
 awkward = st.text(alphabet=string.printable + "\x00\x07\x1b<>\"'é中🙂\u202e", max_size=60)

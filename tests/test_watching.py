@@ -197,7 +197,7 @@ def test_maps_are_skipped_with_a_warning_for_other_processors(tmp_path):
     built.pipe.unet.set_attn_processor(Custom())
     with watch(built.pipe, tmp_path / "custom", attention_maps=True) as run:
         built.pipe(PROMPT, num_inference_steps=1)
-    assert not run.has_maps and "maps are skipped" in run.record["warnings"][0]
+    assert not run.has_maps and "maps were skipped" in run.record["warnings"][0]
     assert run.steps[0]["blocks"]
 
 

@@ -40,14 +40,14 @@ def build_pipeline(settings: Settings, source=None) -> Built:
     the SDXL layout): random weights for a preset, the model's own otherwise."""
     import diffusers
 
-    from explorer.loading import default_image_size, load
+    from explorer.loading import default_image_size, load, seed_after
     from explorer.tokenizer import clip_tokenizer, pad_token_of, tokenizer_folder
 
     source = source or resolve(settings)
     xl = check_drivable(source)
     weights = "pretrained" if source.has_weights else "random"
     parts = {
-        c: load(c, source, weights=weights, allow_pickle=settings.allow_pickle, seed=settings.seed + k)
+        c: load(c, source, weights=weights, allow_pickle=settings.allow_pickle, seed=seed_after(settings.seed, k))
         for k, c in enumerate(("unet", "vae", "clip"))
     }
     scheduler_config = scheduler_config_of(source)
@@ -110,12 +110,11 @@ def pipeline_class(xl: bool = False):
 
 
 def scheduler_config_of(source) -> dict:
-    """The model folder's own scheduler config, else its preset's (SD1.5's for a single file)."""
-    if source.path is not None and source.path.is_dir():
-        config_file = source.path / "scheduler" / "scheduler_config.json"
-        if config_file.is_file():
-            return read_json_object(config_file)
-    return dict(source.preset.scheduler) if source.preset is not None else preset_scheduler()
+    """The model folder's own scheduler config (its values checked), else its preset's (SD1.5's for a
+    single file)."""
+    from explorer.loading import scheduler_config
+
+    return scheduler_config(source)
 
 
 def micro_info(source) -> dict:

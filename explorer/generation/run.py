@@ -54,16 +54,32 @@ class Prepared:
         return recording
 
 
-def prepare(settings: Settings, *, on_phase: Callable[[str], None] = lambda text: None, built: Built | None = None) -> Prepared:
-    """Check the settings, build the pipeline (unless `built`, one built before with the same model,
-    scheduler and seed, is given) and trace its components for the record; one sentence for a setting
-    that cannot work, before anything is built."""
+_KEPT: dict[tuple, tuple[int, Built]] = {}  # the last pipeline `prepare(reuse=True)` built: key -> (seed, Built)
+
+
+def _build_key(settings: Settings) -> tuple:
+    """What a built pipeline depends on besides the seed: the model and its loading, the scheduler."""
+    return (settings.model, settings.config, settings.allow_pickle, settings.allow_download, settings.scheduler)
+
+
+def prepare(settings: Settings, *, on_phase: Callable[[str], None] = lambda text: None, reuse: bool = False) -> Prepared:
+    """Check the settings, build the pipeline and trace its components for the record; one sentence for
+    a setting that cannot work, before anything is built. `reuse`: take the pipeline the last such call
+    built when the model and scheduler are the same (and the seed, for a preset's random weights) — an
+    experiment, a sweep or the live page run one model many times; edits and watchers leave it as it was."""
     started = time.perf_counter()
     source = resolve(settings)
     check(settings, scheduler_config_of(source))
     phases: dict[str, float] = {}
     on_phase("build")
+    key = _build_key(settings)
+    seed, built = _KEPT.get(key, (None, None)) if reuse else (None, None)
+    if built is not None and built.weights == "random" and seed != settings.seed:
+        built = None
     built = built or _timed(phases, "build", lambda: build_pipeline(settings, source))
+    if reuse:
+        _KEPT.clear()
+        _KEPT[key] = (settings.seed, built)
     settings.height, settings.width = settings.height or built.size, settings.width or built.size
     tokens = _timed(phases, "tokenize", lambda: prompt_tokens(settings, built))
     on_phase("static")

@@ -46,7 +46,9 @@ def check(settings: Settings, scheduler_config: dict | None = None) -> None:
     """One sentence for each setting that cannot work, before anything is built (the scheduler
     left unset becomes the model's own)."""
     from explorer.explore import check_size
+    from explorer.loading import check_seed
 
+    check_seed(settings.seed)
     if settings.scheduler is None:
         settings.scheduler = own_scheduler(scheduler_config or preset_scheduler())
     if settings.scheduler not in SCHEDULERS:

@@ -12,7 +12,6 @@ and always when the run ends, however it ends.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from explorer.errors import ExplorerError
-from explorer.files import check_writable, make_folder, write_atomic
+from explorer.files import check_writable, make_folder, parse_json, write_atomic
 from explorer.generation.recording import Recording, Step
 from explorer.runs import MAPS, RECORD, TILES, Run, decoded_file, preview_file
 from explorer.views.format import plural
@@ -341,7 +340,7 @@ def watch(pipe, out: str | Path, *, attention_maps: bool = False, watch_depth: i
             yield run
     finally:
         if (out / RECORD).is_file():
-            run.record = json.loads((out / RECORD).read_text(encoding="utf-8"))
+            run.record = parse_json((out / RECORD).read_text(encoding="utf-8"))
 
 
 @contextmanager

@@ -486,6 +486,9 @@ def html(
     ] = None,
     experiment: ShowExperiment = None,
     sweep: ShowSweep = None,
+    lang: Annotated[Lang, typer.Option(help="The language of index.html: en, or zh (the page's words, the block "
+                                       "explanations and the figures in Chinese; module names and shapes as they are). "
+                                       "The other language's page is beside it, one click away.")] = "en",
     config: Config = None,
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
@@ -494,8 +497,8 @@ def html(
     """Write an interactive page: the pipeline and the U, and a click opens any block, down to the
     attention heads. Self-contained: open FOLDER/index.html in any browser, offline.
 
-    Try: explore html site/ · explore html site/ --model sdxl --diff sd15 · explore html site/ --run runs/circle ·
-    explore html site/ --experiment exp/ · explore html site/ --sweep sweep/
+    Try: explore html site/ · explore html site/ --lang zh · explore html site/ --model sdxl --diff sd15 ·
+    explore html site/ --run runs/circle · explore html site/ --experiment exp/ · explore html site/ --sweep sweep/
     """
     with user_errors():
         from rich.progress import Progress
@@ -518,7 +521,7 @@ def html(
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("Drawing every block", total=None)
             page = build(folder, traces, run, progress=lambda done, total: progress.update(task, completed=done, total=total),
-                         diff=compared, experiment=shown_experiment, sweep=shown_sweep)
+                         diff=compared, experiment=shown_experiment, sweep=shown_sweep, lang=getattr(lang, "value", lang))
         err.print(f"Wrote {page}: open it in a browser.", style="dim", highlight=False)
 
 

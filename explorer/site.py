@@ -1,7 +1,10 @@
 """`explore html`: write the interactive page, a folder that works from file:// with no network.
 
-    site/index.html   the page, with page.css and page.js (plain JavaScript), from explorer/views/assets
-    site/data.js      the records and one Graphviz SVG per block that has something inside
+    site/en.html, zh.html   the page in English and in Chinese, with page.css and page.js (plain
+                      JavaScript), from explorer/views/assets; the switch in each leads to the other
+    site/index.html   the page in the language asked for (--lang), as en.html or zh.html
+    site/data.js      the records, and the page's words in both languages (explorer.views.strings)
+    site/figures-en.js, figures-zh.js   one Graphviz SVG per block that has something inside, per language
     site/run/         with --run: the latent previews of that generation
     site/experiment/  with --experiment: the two runs' previews and images (baseline/, edited/)
     site/sweep/       with --sweep: the baseline's image and one image per module edited
@@ -41,6 +44,13 @@ def _svg(dot: str) -> str:
     return Diagram("view", dot).render("svg").decode()
 
 
+def _dot(scene, lang: str) -> str:
+    """The DOT text of a figure in `lang` (its legend, its title and the words it adds)."""
+    from explorer.views.graph import to_dot
+
+    return to_dot(scene, lang=lang)
+
+
 def build(
     folder: Path,
     traces: dict[str, Trace],
@@ -49,53 +59,89 @@ def build(
     diff=None,
     experiment=None,
     sweep=None,
+    lang: str = "en",
 ) -> Path:
     """Write the page for `traces` (unet, vae, clip; with FLOPs) into `folder`; with `diff` (an
     explorer.compare.ModelDiff whose B is the page's model) a Diff tab too; with `experiment` (an
     explorer.Experiment) an Experiment tab and the U coloured by what changed at each step; with
-    `sweep` (an explorer.Sweep) the U coloured by each module's effect."""
+    `sweep` (an explorer.Sweep) the U coloured by each module's effect. The page is written in each
+    language (en.html, zh.html), each a click away from the other; index.html is the one in `lang`."""
     from explorer.diagrams import check_writable
-    from explorer.views.figures import pipeline_scene
-    from explorer.views.graph import scene, to_dot
     from explorer.views.format import node_id
-    from explorer.views.page import ASSETS, asset, page_data, tag_svg, to_script, viewable
+    from explorer.views.page import ASSETS, asset, diff_data, figures_script, html_page, page_data, page_words, to_script
+    from explorer.views.strings import LANGS
 
+    if lang not in LANGS:
+        raise ExplorerError(f"The page speaks {' or '.join(LANGS)}, not {lang!r}.")
     run = read_run(run_folder) if run_folder is not None else None
     check_writable(folder.parent if not folder.exists() else folder)
     if folder.exists() and not folder.is_dir():
         raise ExplorerError(f"{folder} is a file: give a folder for the page.")
 
-    jobs = []  # (component, key, dot)
-    for name, trace in traces.items():
-        for node in viewable(trace):
-            title = f"{node.type} · {node.path or name}"  # the page has its own header and key
-            dot = to_dot(scene(trace, node.path or None, 1, title=title))
-            jobs.append((name, node_id(node), dot))
-    pipeline_dot = to_dot(pipeline_scene(traces["unet"], traces["vae"], traces["clip"]))
-
-    done = 0
-    views: dict[str, dict[str, str]] = {name: {} for name in traces}
     keys = {name: {node_id(n): n.path for n in trace.nodes} for name, trace in traces.items()}
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:  # `dot` runs in its own processes
-        for (name, key, _), svg in zip(jobs, pool.map(lambda job: _svg(job[2]), jobs)):
-            views[name][key] = tag_svg(svg, keys[name])
-            done += 1
-            progress(done, len(jobs))
-    pipeline = tag_svg(
-        _svg(pipeline_dot), {}, {box: {"component": component, "path": ""} for box, component in PIPELINE_TARGETS.items()}
-    )
+    figures = _figures(traces, keys, diff, progress)
 
     def write(staging: Path) -> None:
         run_data = _copy_run(run, run_folder, staging / "run") if run is not None else None
-        data = page_data(traces, views, pipeline, run_data, diff and _diff_page(diff, keys))
+        with_view = {name: set(figures[lang]["views"][name]) for name in traces}
+        data = page_data(traces, with_view, run_data, diff and diff_data(diff))
         data["experiment"] = _experiment_page(experiment, staging / "experiment") if experiment is not None else None
         data["sweep"] = _sweep_page(sweep, staging / "sweep") if sweep is not None else None
-        (staging / "data.js").write_text(to_script(data))
+        data |= page_words(data, lang)
+        (staging / "data.js").write_text(to_script(data), encoding="utf-8")
+        for language in LANGS:
+            (staging / f"figures-{language}.js").write_text(figures_script(figures[language]), encoding="utf-8")
+            (staging / f"{language}.html").write_text(html_page(language, data["model"]), encoding="utf-8")
+        (staging / "index.html").write_text(html_page(lang, data["model"]), encoding="utf-8")
         for name in ASSETS:
             (staging / name).write_text(asset(name), encoding="utf-8")
 
     _publish(folder, write)
     return folder / "index.html"
+
+
+def _figures(traces: dict[str, Trace], keys: dict[str, dict[str, str]], diff, progress) -> dict[str, dict]:
+    """Every figure of the page, in each language: the pipeline, one per block that has something
+    inside, and with `diff` each component's figure coloured by what changed (B's boxes carry their
+    keys, so a click opens the block in B's own tab). A DOT text is drawn once, whatever the
+    languages that share it."""
+    from explorer.views.diff import diff_scene
+    from explorer.views.figures import pipeline_scene
+    from explorer.views.format import node_id
+    from explorer.views.graph import scene
+    from explorer.views.page import tag_svg, viewable
+    from explorer.views.strings import LANGS
+
+    scenes = []  # (what, component, key, scene)
+    for name, trace in traces.items():
+        for node in viewable(trace):
+            title = f"{node.type} · {node.path or name}"  # the page has its own header and key
+            scenes.append(("views", name, node_id(node), scene(trace, node.path or None, 1, title=title)))
+    scenes.append(("pipeline", "", "", pipeline_scene(traces["unet"], traces["vae"], traces["clip"])))
+    for d in diff.components if diff is not None else ():
+        scenes.append(("diff", d.component, "", diff_scene(d, diff.a, diff.b)))
+    dots = {(lang, *job[:3]): _dot(job[3], lang) for lang in LANGS for job in scenes}
+    svgs = _render(list(dict.fromkeys(dots.values())), progress)
+    boxes = {box: {"component": component, "path": ""} for box, component in PIPELINE_TARGETS.items()}
+    figures = {lang: {"pipeline": "", "views": {name: {} for name in traces}, "diff": {}} for lang in LANGS}
+    for (lang, what, name, key), dot in dots.items():
+        if what == "views":
+            figures[lang]["views"][name][key] = tag_svg(svgs[dot], keys[name])
+        elif what == "pipeline":
+            figures[lang]["pipeline"] = tag_svg(svgs[dot], {}, boxes)
+        else:
+            figures[lang]["diff"][name] = tag_svg(svgs[dot], keys.get(name, {}))
+    return figures
+
+
+def _render(dots: list[str], progress: Callable[[int, int], None]) -> dict[str, str]:
+    """DOT text -> SVG, for each of `dots`, Graphviz running in processes of its own side by side."""
+    svgs = {}
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        for dot, svg in zip(dots, pool.map(_svg, dots)):
+            svgs[dot] = svg
+            progress(len(svgs), len(dots))
+    return svgs
 
 
 def _publish(folder: Path, write: Callable[[Path], None]) -> None:
@@ -115,20 +161,6 @@ def _publish(folder: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _diff_page(diff, keys: dict[str, dict[str, str]]) -> dict:
-    """The diff for the page: each component's figure coloured by what changed (B's boxes carry
-    their keys, so a click opens the block in B's own tab)."""
-    from explorer.views.diff import diff_scene
-    from explorer.views.graph import to_dot
-    from explorer.views.page import diff_data, tag_svg
-
-    svgs = {}
-    for d in diff.components:
-        dot = to_dot(diff_scene(d, diff.a, diff.b))
-        svgs[d.component] = tag_svg(_svg(dot), keys.get(d.component, {}))
-    return diff_data(diff, svgs)
 
 
 MAP_SIDE = 32  # maps larger than this are averaged down for the page (its data stays small)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -302,4 +304,169 @@ def test_the_sweep_colours_the_u_and_a_block_shows_its_two_images(browser, tmp_p
     text = page.inner_text("#info")
     assert "In the sweep" in text and "up_blocks.3.attentions.1.transformer_blocks.0.attn2" in text
     assert page.locator("#info .pair img").count() == 4  # two layers, each: as it is, switched off
+    page.close()
+
+
+# -- the page in Chinese (explore html --lang zh) -------------------------------------------------------------
+
+ZH_PROMPT = "a red circle on the left"
+
+
+@pytest.fixture(scope="module")
+def zh_site(tmp_path_factory):
+    run = tmp_path_factory.mktemp("zh-run")
+    generate(Settings(prompt=ZH_PROMPT, model="tiny", steps=2, seed=1, attention_maps=True), run)
+    folder = tmp_path_factory.mktemp("zh-site") / "site"
+    result = CliRunner().invoke(app, ["html", str(folder), "--run", str(run), "--model", "sd15", "--lang", "zh"])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def _english_ui_strings() -> dict[str, re.Pattern]:
+    """Each English string of the page's list that its Chinese does not repeat, as a pattern: its words
+    as they are, a {value} any text on the line."""
+    from explorer.views.strings import STRINGS
+
+    found = {}
+    for key, text in STRINGS.items():
+        if text["en"] == text["zh"] or not re.search("[A-Za-z]", re.sub(r"\{\w+\}", "", text["en"])):
+            continue
+        parts = [re.escape(part) for part in re.split(r"\{\w+\}", text["en"])]
+        pattern = "[^\n]*?".join(parts)
+        pattern = (r"\b" if text["en"][0].isalpha() else "") + pattern + (r"\b" if text["en"][-1].isalpha() else "")
+        found[key] = re.compile(pattern)
+    return found
+
+
+SHOWN_TEXT = """() => {
+    // what the page shows in words, its figures aside (they have their own language, explorer.views.zh):
+    // the visible text, the tooltips, alt texts, placeholders and labels, the window's title
+    const svgs = [...document.querySelectorAll("svg")];
+    svgs.forEach((s) => { s.style.display = "none"; });
+    let text = document.body.innerText;
+    svgs.forEach((s) => { s.style.display = ""; });
+    const named = ["title", "alt", "placeholder", "aria-label"];
+    for (const e of document.querySelectorAll("[title], [alt], [placeholder], [aria-label]"))
+      if (!e.closest("svg")) for (const a of named) if (e.hasAttribute(a)) text += "\\n" + e.getAttribute(a);
+    text += "\\n" + document.title;
+    // what the records say that the page shows as the record has it: prompts, edits, a diff's summary
+    const SD = window.SD, own = [];
+    for (const r of [SD.run, SD.experiment, SD.sweep]) if (r && r.settings) own.push(r.settings.prompt);
+    if (SD.experiment) own.push(...SD.experiment.edits.map((e) => e.text));
+    if (SD.diff) own.push(SD.diff.summary);
+    const spaced = (t) => t.replace(/[ \t\u00a0]+/g, " ");  // as innerText lays the words out
+    text = spaced(text);
+    own.sort((a, b) => (b || "").length - (a || "").length);  // an edit that quotes the prompt first
+    for (const o of own) if (o) text = text.split(spaced(o)).join(" ");
+    return text;
+}"""
+
+OVERFLOWING = """() => {
+    // boxes whose content is wider than they are, at this window's size (inline text has no box of its own)
+    const bad = [];
+    const selectors = "body, header, header h1, #tabs, #tabs button, .search, #search, #lang-switch, main, #info, " +
+      "#info table, #info td, #info h2, #info h3, #crumbs, #hint, .runbar, .runbar b, .zoom button, #run, #run td, " +
+      "#run th, #run h2, #run h3, .guidance figure, figcaption, #experiment, #experiment h3, .legend, #matches button";
+    for (const e of document.querySelectorAll(selectors)) {
+      if (e.tagName !== "BODY" && !e.offsetParent) continue;  // not shown
+      if (e.clientWidth && e.scrollWidth > e.clientWidth + 1)
+        bad.push(`${e.tagName}#${e.id}.${e.className} ${e.scrollWidth} > ${e.clientWidth}: ${e.textContent.slice(0, 60)}`);
+    }
+    const header = document.querySelector("header").getBoundingClientRect();
+    const link = document.getElementById("lang-switch").getBoundingClientRect();
+    if (header.height > 60) bad.push("the header takes " + header.height + " px: its line broke");
+    if (link.right > window.innerWidth) bad.push("the language switch is outside the window");
+    return bad;
+}"""
+
+
+def _english_left(page) -> dict[str, str]:
+    """The page's English UI strings that its Chinese page still shows, with where."""
+    text = page.evaluate(SHOWN_TEXT)
+    return {key: m.group(0) for key, pattern in _english_ui_strings().items() if (m := pattern.search(text))}
+
+
+def _check_chinese(page, where: str) -> None:
+    assert _english_left(page) == {}, where
+    assert page.evaluate(OVERFLOWING) == [], where
+
+
+def test_the_chinese_page_has_no_english_ui_string_and_nothing_overflows(browser, zh_site, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto((zh_site / "index.html").as_uri())
+    assert page.get_attribute("html", "lang") == "zh" and page.inner_text("#tabs button.on") == "流水线"
+    _check_chinese(page, "pipeline")
+    page.hover('#diagram [data-component=clip][data-path=""]')
+    _check_chinese(page, "pipeline, the text encoder hovered")
+    page.click('#diagram [data-section=unet] [data-path="down_blocks.0"]')  # the U, opened into a block
+    page.hover('#diagram [data-path="down_blocks.0.resnets.0"]')
+    assert "参数量" in page.inner_text("#info") and "2,255,040" in page.inner_text("#info")
+    _check_chinese(page, "unet: down_blocks.0, a resnet hovered")
+    for path in ("down_blocks.0.attentions.0", "down_blocks.0.attentions.0.transformer_blocks.0",
+                 "down_blocks.0.attentions.0.transformer_blocks.0.attn2"):
+        page.click(f'#diagram [data-path="{path}"]')
+    page.hover('#diagram [data-path="down_blocks.0.attentions.0.transformer_blocks.0.attn2.scores"]')
+    assert "交叉注意力" in page.inner_text("#info") or "上下文的 77 个词元" in page.inner_text("#info")
+    _check_chinese(page, "unet: a cross-attention's scores hovered, the run's map shown")
+    page.screenshot(path=str(tmp_path / "zh-attention.png"), full_page=True, caret="initial")
+    page.fill("#search", "conv_shortcut")
+    _check_chinese(page, "the search")
+    page.fill("#search", "")
+    for tab in ("vae", "clip"):
+        page.click(f"#tabs button[data-tab={tab}]")
+        page.hover('#diagram [data-path="encoder"]')
+        _check_chinese(page, tab)
+    page.click("#tabs button[data-tab=run]")
+    assert "去噪步" in page.inner_text("#run") and "随机权重" in page.inner_text("#run")
+    page.select_option("#run-word", "circle")
+    _check_chinese(page, "the generation")
+    page.screenshot(path=str(tmp_path / "zh-run.png"), full_page=True, caret="initial")
+    assert not errors
+    page.close()
+
+
+def test_the_chinese_experiment_and_sweep(browser, experiment_site, tmp_path):
+    """The English site carries the same page in Chinese beside it (zh.html)."""
+    import shutil
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((experiment_site / "zh.html").as_uri() + "#unet")
+    assert page.locator("#expbar").count() == 1 and "实验" in page.inner_text("#expbar")
+    page.hover('#diagram [data-path="down_blocks.1"]')
+    assert "在实验中" in page.inner_text("#info")
+    _check_chinese(page, "unet, the experiment's bar, a block hovered")
+    page.click("#tabs button[data-tab=experiment]")
+    assert "两张图像" in page.inner_text("#experiment") and "种子" in page.inner_text("#experiment pre.summary")
+    _check_chinese(page, "the experiment")
+    page.screenshot(path=str(tmp_path / "zh-experiment.png"), full_page=True, caret="initial")
+    site = tmp_path / "site"
+    shutil.copytree(experiment_site, site)
+    (site / "data.js").write_text((site / "data.js").read_text().replace('"experiment":{', '"experiment_off":{'))  # the sweep alone
+    page.goto((site / "zh.html").as_uri() + "#unet")
+    page.hover('#diagram [data-path="up_blocks.3"]')
+    assert "在扫描中" in page.inner_text("#info") and page.locator("#sweepbar").count() == 1
+    _check_chinese(page, "unet, the sweep's bar, a block hovered")
+    assert not errors
+    page.close()
+
+
+def test_the_language_switch_keeps_the_tab_and_the_block(browser, zh_site):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto((zh_site / "index.html").as_uri() + "#unet/down_blocks.1")
+    assert page.inner_text("#lang-switch") == "English"
+    page.click("#lang-switch")
+    page.wait_for_url("**/en.html#unet/down_blocks.1")
+    assert page.get_attribute("html", "lang") == "en" and page.inner_text("#tabs button.on") == "UNet"
+    assert "down_blocks.1" in page.inner_text("#crumbs") and "Thick boxes open further" in page.inner_text("#hint")
+    assert page.inner_text("#lang-switch") == "中文"
+    page.click("#tabs button[data-tab=run]")
+    page.click("#lang-switch")
+    page.wait_for_url("**/zh.html#run")  # index.html is zh.html
+    assert page.get_attribute("html", "lang") == "zh" and page.inner_text("#tabs button.on") == "生成过程"
+    assert (zh_site / "index.html").read_text() == (zh_site / "zh.html").read_text()
     page.close()

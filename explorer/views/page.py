@@ -1,10 +1,13 @@
 """The interactive page: plain data for the browser, and the HTML, CSS and JavaScript that show it.
 
 `page_data` gathers, as JSON-ready dicts, every node of the three records (type, path, shapes,
-params, FLOPs), one Graphviz SVG per block that has something inside (its diagram at depth 1), the
-pipeline overview, and a generation run when there is one. The page itself is three files in
-`explorer/views/assets` (index.html, page.css, page.js: plain JavaScript over those SVGs). Nothing
-from the user (a prompt, a file name) is ever inserted as HTML: the page sets it with `textContent`.
+params, FLOPs) and a generation run when there is one; `page_words` adds the page's words in every
+language it speaks (explorer.views.strings) and the Chinese of what the records say. The figures
+(one Graphviz SVG per block that has something inside, its diagram at depth 1, and the pipeline
+overview) are drawn once per language, each language's in a script of its own (`figures_script`).
+The page itself is three files in `explorer/views/assets` (index.html, a template whose words
+`html_page` fills in; page.css; page.js: plain JavaScript over those SVGs). Nothing from the user
+(a prompt, a file name) is ever inserted as HTML: the page sets it with `textContent`.
 """
 
 from __future__ import annotations
@@ -71,13 +74,20 @@ def tag_svg(svg: str, keys: dict[str, str], extra: dict[str, dict[str, str]] | N
     return _G.sub(tag, svg)
 
 
-def to_script(data: dict) -> str:
+def to_script(data: dict, name: str = "SD") -> str:
     """`window.SD = {...};`, safe to load with a script tag whatever the strings contain."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return "window.SD = " + text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + ";\n"
+    return f"window.{name} = " + text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + ";\n"
 
 
-ASSETS = ("index.html", "page.css", "page.js")  # the page itself, in explorer/views/assets
+def figures_script(figures: dict) -> str:
+    """One language's figures, `window.SD_FIGURES = {"pipeline": svg, "views": {component: {key:
+    svg}}, "diff": {component: svg}}`; page.js puts them where the records' views are."""
+    return to_script(figures, "SD_FIGURES")
+
+
+ASSETS = ("page.css", "page.js")  # the page's own files, in explorer/views/assets, copied as they are
+TEMPLATE = "index.html"  # the page, its words filled in once per language (html_page)
 
 
 def asset(name: str) -> str:
@@ -90,9 +100,10 @@ def asset(name: str) -> str:
 DIFF_ROW_DEPTH = 2  # the page's diff tables list the places this deep below each component
 
 
-def diff_data(diff: Any, svgs: dict[str, str]) -> dict:
-    """A diff (explorer.compare.ModelDiff) for the page: its summary, and per component the figure
-    coloured by what changed and a row per place that changed, with what it was and what it is."""
+def diff_data(diff: Any) -> dict:
+    """A diff (explorer.compare.ModelDiff) for the page: its summary, and per component a row per
+    place that changed, with what it was and what it is (the figures, coloured by what changed, are
+    in each language's figures)."""
     from explorer.views.diff import WHAT, change_words, shown_entries
 
     components = {}
@@ -112,20 +123,19 @@ def diff_data(diff: Any, svgs: dict[str, str]) -> dict:
             "params": [d.a.total_params, d.b.total_params],
             "counts": d.counts(),
             "identical": d.identical,
-            "svg": svgs.get(d.component, ""),
             "rows": rows,
         }
     return {"a": diff.a, "b": diff.b, "summary": diff.summary(), "components": components}
 
 
 def page_data(
-    traces: dict[str, Trace], views: dict[str, dict[str, str]], pipeline_svg: str, run: dict | None, diff: dict | None = None
+    traces: dict[str, Trace], with_view: dict[str, set[str]], run: dict | None, diff: dict | None = None
 ) -> dict:
+    """The records for the page; `with_view`: per component, the keys of the nodes that have a figure."""
     from explorer.components import component
 
     components = {}
     for name, trace in traces.items():
-        nodes = nodes_data(trace, set(views[name]))
         components[name] = {
             "tab": component(name).title,
             "title": component(name).heading,
@@ -133,10 +143,45 @@ def page_data(
             "total_params": trace.total_params,
             "total_flops": trace.total_flops,
             "inputs": {k: list(v) for k, v in trace.inputs.items()},
-            "nodes": nodes,
-            "views": views[name],
+            "nodes": nodes_data(trace, with_view[name]),
         }
     from explorer.specs import model_name
 
     model = model_name(traces["unet"].model) if "unet" in traces else ""
-    return {"components": components, "pipeline": pipeline_svg, "run": run, "diff": diff, "model": model}
+    return {"components": components, "run": run, "diff": diff, "model": model}
+
+
+def page_words(data: dict, lang: str) -> dict:
+    """What page.js needs to speak: the language of index.html (`lang`), the page's strings
+    (explorer.views.strings), and the Chinese of what the records in `data` say."""
+    from explorer.views.strings import STRINGS, translations
+
+    return {"lang": lang, "strings": STRINGS, "texts": {"zh": translations(_record_texts(data), "zh")}}
+
+
+def _record_texts(data: dict) -> list[str]:
+    """The sentences of the records that the page shows: labels and notes, a run's warning, an
+    experiment's summary and edits, a sweep's judge, a diff's words."""
+    texts = [t for c in data["components"].values() for n in c["nodes"].values() for t in (n["label"], n["note"])]
+    for run in [data.get("run")] + list(((data.get("experiment") or {}).get("runs") or {}).values()):
+        if run:
+            texts += [str(run["settings"].get("warning") or ""), str(run.get("unet_calls") or "")]
+    if data.get("experiment"):
+        texts += [data["experiment"]["summary"]] + [e["text"] for e in data["experiment"]["edits"]]
+    if data.get("sweep"):
+        texts += [m["judged"] for m in data["sweep"]["modules"]]
+    for c in ((data.get("diff") or {}).get("components") or {}).values():
+        texts += [c["title"]] + [part for row in c["rows"] for part in row["what"].split("; ")]
+    return [t for t in texts if isinstance(t, str)]
+
+
+def html_page(lang: str, model: str) -> str:
+    """The page in `lang` (en.html, zh.html), its words filled in: the figures of that language, and
+    the switch to the page in the other language."""
+    from explorer.views.strings import LANGS, fill_html
+
+    other = next(other for other in LANGS if other != lang)
+    shown = model if model and model != "SD1.5" else "Stable Diffusion 1.5"  # SD1.5 is written out
+    values = {"lang": lang, "model": shown, "figures": f"figures-{lang}.js", "other": f"{other}.html",
+              "other.lang": other}
+    return fill_html(asset(TEMPLATE), lang, values)

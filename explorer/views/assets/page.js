@@ -1,6 +1,26 @@
 "use strict";
 const SD = window.SD;
+// This page's figures (figures-<language>.js): they go where the records' views are.
+const FIG = window.SD_FIGURES;
+SD.pipeline = FIG.pipeline;
+for (const [name, comp] of Object.entries(SD.components)) comp.views = FIG.views[name] || {};
+if (SD.diff) for (const [name, c] of Object.entries(SD.diff.components)) c.svg = FIG.diff[name] || "";
 const $ = (id) => document.getElementById(id);
+
+// The page's words (explorer/views/strings.py, in data.js): T(key, values) in this page's
+// language, its <html lang>; tr(text) is what a record says (a note, a label), in that language when
+// the site has its form, else as the record has it.
+const LANG = SD.strings["tab.pipeline"][document.documentElement.lang] !== undefined ? document.documentElement.lang : SD.lang;
+function T(key, values = {}) {
+  const entry = SD.strings[key];
+  if (!entry) { console.error("sd-explorer: no string " + key); return key; }
+  return entry[LANG].replace(/\{(\w+)\}/g, (m, name) => name in values ? String(values[name]) : m);
+}
+const tr = (text) => (LANG !== "en" && text && (SD.texts[LANG] || {})[text]) || text;
+const heading = (name) => SD.strings["heading." + name] ? T("heading." + name) : SD.components[name].title;
+const listed = (parts) => parts.join(T("list.separator"));
+// the switch to the page in the other language keeps the tab and the block shown
+$("lang-switch").addEventListener("click", (e) => { e.preventDefault(); location.href = $("lang-switch").getAttribute("href") + location.hash; });
 const el = (tag, props = {}, ...children) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(props)) { if (k === "text") e.textContent = v; else if (k === "cls") e.className = v; else e.setAttribute(k, v); }
@@ -9,25 +29,20 @@ const el = (tag, props = {}, ...children) => {
 };
 // Tab names: the pipeline and the generation, and one tab per component of the records
 // (their titles come from explorer.components).
-const NAMES = { pipeline: "Pipeline", run: "Generation", diff: "Diff", experiment: "Experiment" };
+const NAMES = { pipeline: T("tab.pipeline"), run: T("tab.run"), diff: T("tab.diff"), experiment: T("tab.experiment") };
 const PAGES = ["run", "diff", "experiment"];  // tabs that are a page of their own, not one diagram
 for (const [name, comp] of Object.entries(SD.components)) {
-  NAMES[name] = comp.title;
+  NAMES[name] = heading(name);
   $("tabs").insertBefore(el("button", { "data-tab": name, text: comp.tab }), document.querySelector('#tabs button[data-tab="run"]'));
 }
 let state = { tab: "pipeline", view: null, picked: null, zoom: "fit" };
-// the model in the header and the window's title: "SDXL, block by block" (SD1.5 is written out)
-if (SD.model && SD.model !== "SD1.5") {
-  $("model-title").textContent = SD.model + ", block by block";
-  document.title = "sd-explorer: " + SD.model + ", block by block";
-}
 
 const shape = (s) => "[" + s.join(", ") + "]";
 const num = (n) => n.toLocaleString("en-US");
 const flops = (n) => n >= 1e9 ? (n / 1e9).toFixed(1) + " GFLOPs" : n >= 1e6 ? (n / 1e6).toFixed(1) + " MFLOPs" : num(n) + " FLOPs";
 
 function show(tab, view, pick) {
-  if (tab !== state.tab) $("info").replaceChildren(el("p", { cls: "hint", text: "Hover a box to see what it is; click a block to open it." }));
+  if (tab !== state.tab) $("info").replaceChildren(el("p", { cls: "hint", text: T("info.hint") }));
   state.tab = tab; state.view = view; state.picked = pick || null;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("on", b.dataset.tab === tab);
   const page = PAGES.includes(tab);
@@ -39,17 +54,15 @@ function show(tab, view, pick) {
   if (tab === "pipeline") {
     diagram.replaceChildren();
     diagram.insertAdjacentHTML("beforeend", SD.pipeline);
-    const u = el("div", { "data-section": "unet" }, el("h3", { text: "The UNet: click a block to open it" }));
+    const u = el("div", { "data-section": "unet" }, el("h3", { text: T("pipeline.unet") }));
     u.insertAdjacentHTML("beforeend", SD.components.unet.views[SD.components.unet.root]);
     diagram.append(u);
-    $("hint").textContent = "The whole pipeline, with the shapes read off the three traces, then the UNet's U. Click the text encoder, the UNet or the VAE decoder to open it, or any block of the U.";
+    $("hint").textContent = T("hint.pipeline");
   } else {
     const comp = SD.components[tab];
     view = view || comp.root; state.view = view;
     diagram.innerHTML = comp.views[view];
-    $("hint").textContent = view === comp.root
-      ? "Click a block to open it; hover any box for its shapes, parameters and FLOPs."
-      : "Thick boxes open further. Hover any box for its shapes, parameters and FLOPs.";
+    $("hint").textContent = view === comp.root ? T("hint.root") : T("hint.inner");
     for (const g of diagram.querySelectorAll(".sd-node")) {
       const n = comp.nodes[g.dataset.key];
       if (n && n.view) g.classList.add("has-view");
@@ -70,7 +83,7 @@ function crumbs() {
   const comp = SD.components[state.tab];
   const chain = [];
   for (let k = state.view; k; k = comp.nodes[k].parent) if (comp.nodes[k].view) chain.unshift(k);
-  add("Pipeline", () => show("pipeline"));
+  add(NAMES.pipeline, () => show("pipeline"));
   chain.forEach((k, i) => {
     const n = comp.nodes[k];
     const text = k === comp.root ? NAMES[state.tab] : n.path.split(".").slice(-2).join(".") + " · " + n.type;
@@ -83,18 +96,18 @@ function info(component, key) {
   const comp = SD.components[component]; const n = comp && comp.nodes[key];
   if (!n) return;
   state.infoKey = key;
-  box.append(el("h2", { text: n.kind === "step" ? (n.label || n.type) : n.type }));
-  box.append(el("div", { cls: "path", text: (n.path || component) + (n.call ? "  (call " + (n.call + 1) + ")" : "") }));
-  if (n.kind === "step") box.append(el("div", { cls: "path", text: "a step: " + n.type + ", not a module" }));
+  box.append(el("h2", { text: n.kind === "step" ? tr(n.label || n.type) : n.type }));
+  box.append(el("div", { cls: "path", text: (n.path || component) + (n.call ? "  " + T("info.call", { n: n.call + 1 }) : "") }));
+  if (n.kind === "step") box.append(el("div", { cls: "path", text: T("info.step", { type: n.type }) }));
   const table = el("table");
   const row = (k, v, cls) => table.append(el("tr", {}, el("td", { text: k }), el("td", { cls: cls || "", text: v })));
-  for (const [name, s] of Object.entries(n.inputs)) row("in: " + name, Array.isArray(s[0]) ? s.map(shape).join(", ") : shape(s), "shape");
-  n.outputs.forEach((s, i) => row(n.output_names[i] ? "out " + n.output_names[i] : n.outputs.length > 1 ? "out " + i : "out", shape(s), "shape"));
-  if (n.kind === "module" && !n.call) row("parameters", num(n.params));
+  for (const [name, s] of Object.entries(n.inputs)) row(T("info.in", { name }), Array.isArray(s[0]) ? s.map(shape).join(", ") : shape(s), "shape");
+  n.outputs.forEach((s, i) => row(n.output_names[i] ? T("info.out.named", { name: n.output_names[i] }) : n.outputs.length > 1 ? T("info.out.named", { name: i }) : T("info.out"), shape(s), "shape"));
+  if (n.kind === "module" && !n.call) row(T("info.params"), num(n.params));
   if (n.flops) row("FLOPs", flops(n.flops) + " (" + (100 * n.flops / comp.total_flops).toFixed(1) + " %)");
   box.append(table);
-  if (n.note) box.append(el("div", { cls: "note", text: n.note }));
-  if (n.view && key !== state.view) { const go = el("a", { cls: "go", text: "Open " + (n.path || component) + " ›" }); go.onclick = () => show(component, key); box.append(go); }
+  if (n.note) box.append(el("div", { cls: "note", text: tr(n.note) }));
+  if (n.view && key !== state.view) { const go = el("a", { cls: "go", text: T("info.open", { path: n.path || component }) }); go.onclick = () => show(component, key); box.append(go); }
   box.append(...runInfo(component, n), ...experimentInfo(component, n), ...sweepInfo(component, n));
 }
 
@@ -126,18 +139,18 @@ for (const b of document.querySelectorAll("#tabs button")) b.onclick = () => sho
 // search: part of a module path or a type name, in every component
 const index = [];
 for (const [component, comp] of Object.entries(SD.components))
-  for (const [key, n] of Object.entries(comp.nodes)) index.push({ component, key, n, text: ((n.path || component) + " " + n.type + " " + (n.label || "")).toLowerCase() });
+  for (const [key, n] of Object.entries(comp.nodes)) index.push({ component, key, n, text: ((n.path || component) + " " + n.type + " " + (n.label || "") + " " + tr(n.label || "")).toLowerCase() });
 $("search").addEventListener("input", () => {
   const q = $("search").value.trim().toLowerCase(); const list = $("matches"); list.replaceChildren();
   if (!q) { list.classList.remove("open"); return; }
   const found = index.filter((x) => x.text.includes(q)).slice(0, 60);
   for (const m of found) {
     const b = el("button", { "data-path": m.n.path, "data-component": m.component },
-      el("span", { cls: "where", text: NAMES[m.component] }), el("span", { text: m.n.path || m.component }), el("span", { cls: "type", text: m.n.label || m.n.type }));
+      el("span", { cls: "where", text: NAMES[m.component] }), el("span", { text: m.n.path || m.component }), el("span", { cls: "type", text: tr(m.n.label) || m.n.type }));
     b.onclick = () => { list.classList.remove("open"); goTo(m.component, m.key); };
     list.append(b);
   }
-  if (!found.length) list.append(el("button", { text: "no module matches" }));
+  if (!found.length) list.append(el("button", { text: T("search.none") }));
   list.classList.add("open");
 });
 $("search").addEventListener("keydown", (e) => { if (e.key === "Enter") { const first = $("matches").querySelector("button[data-component]"); if (first) first.click(); } if (e.key === "Escape") $("matches").classList.remove("open"); });
@@ -224,20 +237,20 @@ function overlay(step, layers, word, caption) {
   const canvas = mapCanvas(step, layers, word); if (!canvas) return null;
   const x0 = RUN.guidance[step] && RUN.guidance[step].x0;
   const box = el("div", { cls: "overlay" });
-  if (x0) box.append(el("img", { src: x0, alt: "x0 at this step" }));
+  if (x0) box.append(el("img", { src: x0, alt: T("map.x0") }));
   box.append(canvas);
   return el("figure", { cls: "map" }, box, el("figcaption", { text: caption }));
 }
 
 function wordPicker(onchange) {
-  const select = el("select", { id: "run-word", "aria-label": "word of the prompt" });
+  const select = el("select", { id: "run-word", "aria-label": T("picker.word.label") });
   for (const [w] of RUN.maps.words) select.append(el("option", { value: w, text: w }));
   select.value = state.word; select.onchange = () => { state.word = select.value; onchange(); };
-  return el("label", { cls: "picker" }, el("span", { text: "word " }), select);
+  return el("label", { cls: "picker" }, el("span", { text: T("picker.word") + " " }), select);
 }
 
 function stepSlider(id, onchange) {
-  const slider = el("input", { type: "range", min: "0", max: String(RUN.steps.length - 1), value: String(state.step), id, "aria-label": "denoising step" });
+  const slider = el("input", { type: "range", min: "0", max: String(RUN.steps.length - 1), value: String(state.step), id, "aria-label": T("slider.step") });
   slider.oninput = () => { state.step = Number(slider.value); onchange(); };
   return slider;
 }
@@ -264,13 +277,14 @@ function runInfo(component, n) {
   const stats = RUN.blocks[n.path];
   if (stats) {
     const std = stats.std[state.step];
-    parts.push(el("h3", { text: "In the run" }), el("div", { cls: "path", text: "output std at step " + state.step + ": " + (std === null ? "—" : std.toFixed(4)) }), sparkline(stats.std, state.step));
+    parts.push(el("h3", { text: T("run.in") }), el("div", { cls: "path", text: T("run.std", { step: state.step, value: std === null ? "—" : std.toFixed(4) }) }), sparkline(stats.std, state.step));
   }
   if (RUN.maps && state.word) {
     // the cross-attention layers inside this block, or the one this step belongs to
     const related = (p) => p === n.path || p.startsWith(n.path + ".") || (n.path || "").startsWith(p + ".");
     const layers = RUN.maps.layers.map((l, k) => [l.path, k]).filter(([p]) => related(p)).map(([, k]) => k);
-    const shown = overlay(state.step, layers, state.word, "where '" + state.word + "' goes in " + (layers.length === 1 ? "this cross-attention" : layers.length + " cross-attention layers") + ", step " + state.step);
+    const caption = T(layers.length === 1 ? "map.one" : "map.some", { word: state.word, n: layers.length, step: state.step });
+    const shown = overlay(state.step, layers, state.word, caption);
     if (shown) parts.push(shown);
   }
   return parts;
@@ -280,71 +294,70 @@ function runBar() {
   if (!RUN || state.tab !== "unet") return null;
   const again = () => { if (state.infoKey) info(state.tab, state.infoKey); label.textContent = stepLabel(); };
   const label = el("span", { cls: "path", text: stepLabel() });
-  const bar = el("div", { cls: "runbar" }, el("b", { text: "Run " }), el("span", { cls: "path", text: RUN.settings.prompt }), stepSlider("arch-step", again), label);
+  const bar = el("div", { cls: "runbar" }, el("b", { text: T("run.bar") + " " }), el("span", { cls: "path", text: RUN.settings.prompt }), stepSlider("arch-step", again), label);
   if (RUN.maps) bar.append(wordPicker(again));
   return bar;
 }
 
 function stepLabel() {
-  const st = RUN.steps[state.step]; return "step " + state.step + " · timestep " + st.timestep;
+  const st = RUN.steps[state.step]; return T("run.step", { step: state.step, timestep: st.timestep });
 }
 
 function renderRun() {
   const box = $("run"); box.replaceChildren(); if (!RUN) return;
   const s = RUN.settings;
   box.append(el("div", { cls: "prompt", text: s.prompt }));
-  if (s.negative_prompt) box.append(el("div", { text: "negative prompt: " + s.negative_prompt }));
-  const meta = [s.model, String(s.scheduler || "").toUpperCase(), s.steps + (s.steps === 1 ? " step" : " steps"), "guidance " + s.guidance, s.width + "×" + s.height + " px", "seed " + s.seed].join(" · ");
+  if (s.negative_prompt) box.append(el("div", { text: T("run.negative", { text: s.negative_prompt }) }));
+  const meta = [s.model, String(s.scheduler || "").toUpperCase(), T(s.steps === 1 ? "run.steps.one" : "run.steps.many", { n: s.steps }), T("run.guidance", { value: s.guidance }), s.width + "×" + s.height + " px", T("run.seed", { seed: s.seed })].join(" · ");
   box.append(el("div", { cls: "path", text: meta }));
-  if (s.warning) box.append(el("p", { cls: "warn", text: s.warning[0].toUpperCase() + s.warning.slice(1) + "." }));
-  if (RUN.unet_calls) box.append(el("p", { cls: "path", text: RUN.unet_calls }));
-  if (RUN.image) box.append(el("div", {}, el("img", { src: RUN.image, alt: "the generated image", id: "result" }), el("div", { cls: "path", text: "the image" })));
+  if (s.warning) { const w = tr(s.warning); box.append(el("p", { cls: "warn", text: T("run.warning", { text: w[0].toUpperCase() + w.slice(1) }) })); }
+  if (RUN.unet_calls) box.append(el("p", { cls: "path", text: tr(RUN.unet_calls) }));
+  if (RUN.image) box.append(el("div", {}, el("img", { src: RUN.image, alt: T("run.image.alt"), id: "result" }), el("div", { cls: "path", text: T("run.image") })));
   renderTokens(box);
-  if (!RUN.steps.length) { box.append(el("p", { text: "This run recorded no step." })); return; }
-  box.append(el("h3", { text: "Steps" }));
+  if (!RUN.steps.length) { box.append(el("p", { text: T("run.nosteps") })); return; }
+  box.append(el("h3", { text: T("run.steps") }));
   const detail = el("div");
-  const img = el("img", { id: "preview", alt: "latent preview" });
+  const img = el("img", { id: "preview", alt: T("run.preview.alt") });
   const guidance = el("div", { cls: "guidance" });
   const mapBox = el("div");
   const update = () => { renderStep(detail, img, guidance, mapBox); };
-  box.append(stepSlider("step", update), el("div", { cls: "cols" }, el("div", {}, img, el("div", { cls: "path", text: "the latent after this step, mapped to RGB" })), detail));
-  box.append(el("h3", { text: "Guidance at this step" }), guidance);
-  if (RUN.maps) box.append(el("h3", { text: "Where a word goes" }), wordPicker(update), mapBox);
+  box.append(stepSlider("step", update), el("div", { cls: "cols" }, el("div", {}, img, el("div", { cls: "path", text: T("run.preview") })), detail));
+  box.append(el("h3", { text: T("run.guidance.title") }), guidance);
+  if (RUN.maps) box.append(el("h3", { text: T("run.maps.title") }), wordPicker(update), mapBox);
   update();
 }
 
 function renderTokens(box) {
-  box.append(el("h3", { text: "Tokens" }));
+  box.append(el("h3", { text: T("tokens.title") }));
   for (const t of RUN.tokens) {
     const line = el("div", { cls: "tokens", "data-prompt": t.prompt });
     for (let i = 0; i < t.length; i++) {
       const tok = t.tokens[i];
       line.append(el("span", { cls: tok.startsWith("<|") ? "special" : "" }, el("b", { text: tok.replace("</w>", "") }), el("i", { text: String(t.ids[i]) })));
     }
-    line.append(el("span", { text: "+ " + (t.ids.length - t.length) + " padding = " + t.ids.length }));
-    box.append(el("div", { cls: "path", text: t.prompt ? "prompt" : "negative prompt (empty)" }), line);
-    if (t.dropped_count) box.append(el("p", { cls: "warn", text: t.dropped_count + " tokens dropped: " + t.dropped }));
+    line.append(el("span", { text: T("tokens.padding", { padding: t.ids.length - t.length, total: t.ids.length }) }));
+    box.append(el("div", { cls: "path", text: t.prompt ? T("tokens.prompt") : T("tokens.negative") }), line);
+    if (t.dropped_count) box.append(el("p", { cls: "warn", text: T("tokens.dropped", { n: t.dropped_count, tokens: t.dropped }) }));
   }
 }
 
 function renderStep(detail, img, guidance, mapBox) {
   const k = state.step; const st = RUN.steps[k];
   img.src = RUN.previews[k] || ""; img.hidden = !RUN.previews[k];
-  detail.replaceChildren(el("h2", { text: "Step " + k + " of " + RUN.steps.length + " · timestep " + st.timestep }), el("div", { cls: "path", text: st.seconds.toFixed(3) + " s" }));
-  const t = el("table", {}, el("tr", {}, el("th", { text: "seam" }), el("th", { text: "shape" })));
-  const names = { latent_in: "latent in", unet_input: "UNet input (classifier-free guidance)", noise_pred: "noise prediction", guided: "guided prediction", latent_out: "latent out" };
-  for (const key of Object.keys(names)) if (st.shapes[key]) t.append(el("tr", {}, el("td", { text: names[key] }), el("td", { cls: "stat", text: shape(st.shapes[key]) })));
+  detail.replaceChildren(el("h2", { text: T("step.title", { step: k, steps: RUN.steps.length, timestep: st.timestep }) }), el("div", { cls: "path", text: T("step.seconds", { seconds: st.seconds.toFixed(3) }) }));
+  const t = el("table", {}, el("tr", {}, el("th", { text: T("step.seam") }), el("th", { text: T("step.shape") })));
+  for (const key of ["latent_in", "unet_input", "noise_pred", "guided", "latent_out"]) if (st.shapes[key]) t.append(el("tr", {}, el("td", { text: T("seam." + key) }), el("td", { cls: "stat", text: shape(st.shapes[key]) })));
   const ls = st.latent_stats;
-  detail.append(t, el("div", { cls: "stat", text: "latent mean " + ls.mean.toFixed(4) + " · std " + ls.std.toFixed(4) + " · min " + ls.min.toFixed(3) + " · max " + ls.max.toFixed(3) }));
+  detail.append(t, el("div", { cls: "stat", text: T("step.stats", { mean: ls.mean.toFixed(4), std: ls.std.toFixed(4), min: ls.min.toFixed(3), max: ls.max.toFixed(3) }) }));
   guidance.replaceChildren();
-  const captions = { uncond: "unconditional noise prediction", cond: "conditional noise prediction", guided: "guided: uncond + " + RUN.settings.guidance + " · (cond − uncond)", x0: "x0: the clean image it predicts" };
+  const captions = { uncond: T("guidance.uncond"), cond: T("guidance.cond"), guided: T("guidance.guided", { scale: RUN.settings.guidance }), x0: T("guidance.x0") };
   for (const [part, caption] of Object.entries(captions)) {
     const src = RUN.guidance[k] && RUN.guidance[k][part];
     if (src) guidance.append(el("figure", { "data-part": part }, el("img", { src, alt: caption }), el("figcaption", { text: caption })));
   }
   mapBox.replaceChildren();
   if (RUN.maps && state.word) {
-    const shown = overlay(k, RUN.maps.layers.map((l, i) => i), state.word, "'" + state.word + "' over every cross-attention layer, step " + k);
+    const shown = overlay(k, RUN.maps.layers.map((l, i) => i), state.word, T("map.all", { word: state.word, step: k }));
     if (shown) mapBox.append(shown);
   }
 }
@@ -354,18 +367,18 @@ function renderDiff() {
   const box = $("diff"); box.replaceChildren(); const D = SD.diff; if (!D) return;
   box.append(el("h2", { text: D.a + " → " + D.b }), el("p", { cls: "summary", text: D.summary }));
   for (const [name, c] of Object.entries(D.components)) {
-    const head = c.params[0].toLocaleString("en-US") + " → " + c.params[1].toLocaleString("en-US") + " parameters";
-    const counts = ["added", "removed", "changed"].filter((k) => c.counts[k]).map((k) => num(c.counts[k]) + " " + k).join(", ");
-    box.append(el("h3", { text: c.title + " · " + (c.identical ? "identical" : head + (counts ? " · modules " + counts : "")) }));
+    const head = T("diff.params", { a: num(c.params[0]), b: num(c.params[1]) });
+    const counts = listed(["added", "removed", "changed"].filter((k) => c.counts[k]).map((k) => T("diff." + k, { n: num(c.counts[k]) })));
+    box.append(el("h3", { text: tr(c.title) + " · " + (c.identical ? T("diff.identical") : head + (counts ? " · " + T("diff.modules", { counts }) : "")) }));
     if (c.identical) continue;
     const figure = el("div", { cls: "diff-figure", "data-component": name });
     figure.insertAdjacentHTML("beforeend", c.svg);
-    const table = el("table", { cls: "diff-rows" }, el("tr", {}, el("th", { text: "" }), el("th", { text: "module" }), el("th", { text: D.a }), el("th", { text: D.b }), el("th", { text: "what changed" })));
+    const table = el("table", { cls: "diff-rows" }, el("tr", {}, el("th", { text: "" }), el("th", { text: T("diff.module") }), el("th", { text: D.a }), el("th", { text: D.b }), el("th", { text: T("diff.what") })));
     for (const r of c.rows) {
       const path = el("td", { cls: "path", text: r.path });
-      const tr = el("tr", { cls: r.status }, el("td", { text: { added: "+", removed: "−", changed: "~", inside: "·" }[r.status] }), path, el("td", { text: r.a }), el("td", { text: r.b }), el("td", { text: r.what }));
+      const line = el("tr", { cls: r.status }, el("td", { text: { added: "+", removed: "−", changed: "~", inside: "·" }[r.status] }), path, el("td", { text: r.a }), el("td", { text: r.b }), el("td", { text: r.what.split("; ").map((w) => tr(w)).join(T("list.semicolon")) }));
       if (r.key && SD.components[name] && SD.components[name].nodes[r.key]) { path.classList.add("go"); path.onclick = () => openIn(name, r.key); }
-      table.append(tr);
+      table.append(line);
     }
     box.append(figure, table);
   }
@@ -394,8 +407,8 @@ $("diff").addEventListener("mouseover", (e) => {
 
 const EXP = SD.experiment, SWEEP = SD.sweep;
 const CHANGE = [[0, [255, 255, 255]], [0.02, [255, 236, 179]], [0.1, [253, 174, 97]], [0.3, [227, 74, 51]], [1, [127, 0, 0]]];
-const EFFECT = [[0, "#f7f7f7", "image unchanged"], [0.005, "#fff2cc", "under 0.5 %"], [0.02, "#ffd58a", "0.5 to 2 %"],
-  [0.05, "#fdae61", "2 to 5 %"], [0.12, "#f46d43", "5 to 12 %"], [Infinity, "#d73027", "12 % or more"]];
+const EFFECT = [[0, "#f7f7f7", T("effect.none")], [0.005, "#fff2cc", T("effect.under")], [0.02, "#ffd58a", T("effect.small")],
+  [0.05, "#fdae61", T("effect.some")], [0.12, "#f46d43", T("effect.large")], [Infinity, "#d73027", T("effect.most")]];
 if (EXP) state.expStep = Math.max(0, EXP.x0.length - 1);
 const pct = (v) => v === null || v === undefined ? "—" : (100 * v).toFixed(1) + " %";
 
@@ -428,8 +441,8 @@ function paint() {
 
 function runThumb(name, step) {
   const run = EXP.runs[name]; const src = run && run.guidance[step] && run.guidance[step].x0;
-  return el("figure", { cls: "thumb", "data-run": name }, src ? el("img", { src, alt: "x0 of the " + name + " run" }) : el("span", { text: "—" }),
-    el("figcaption", { text: name }));
+  return el("figure", { cls: "thumb", "data-run": name }, src ? el("img", { src, alt: T("exp.thumb.alt", { run: T("exp." + name) }) }) : el("span", { text: "—" }),
+    el("figcaption", { text: T("exp." + name) }));
 }
 
 function experimentBar() {
@@ -437,26 +450,26 @@ function experimentBar() {
   const label = el("span", { cls: "path" });
   const thumbs = el("span", { cls: "thumbs" });
   const again = () => {
-    label.textContent = "step " + state.expStep + " · x0 changed " + pct(EXP.x0[state.expStep]);
+    label.textContent = T("exp.bar.step", { step: state.expStep, change: pct(EXP.x0[state.expStep]) });
     thumbs.replaceChildren(runThumb("baseline", state.expStep), runThumb("edited", state.expStep));
     paint(); if (state.infoKey) info(state.tab, state.infoKey);
   };
-  const slider = el("input", { type: "range", min: "0", max: String(Math.max(0, EXP.x0.length - 1)), value: String(state.expStep), id: "exp-step", "aria-label": "denoising step of the experiment" });
+  const slider = el("input", { type: "range", min: "0", max: String(Math.max(0, EXP.x0.length - 1)), value: String(state.expStep), id: "exp-step", "aria-label": T("exp.slider") });
   slider.oninput = () => { state.expStep = Number(slider.value); again(); };
-  const bar = el("div", { cls: "runbar", id: "expbar" }, el("b", { text: "Experiment " }), el("span", { cls: "path", text: EXP.edits.map((e) => e.text).join("; ") || "no edit" }), slider, label, thumbs, legend("how much each block's output changed", [[0, "0"], [0.02, "2 %"], [0.1, "10 %"], [0.3, "30 %"], [1, "100 %"]].map(([v, t]) => [changeColour(v), t])));
+  const bar = el("div", { cls: "runbar", id: "expbar" }, el("b", { text: T("exp.bar") + " " }), el("span", { cls: "path", text: EXP.edits.map((e) => tr(e.text)).join(T("list.semicolon")) || T("exp.noedit") }), slider, label, thumbs, legend(T("exp.legend"), [[0, "0"], [0.02, "2 %"], [0.1, "10 %"], [0.3, "30 %"], [1, "100 %"]].map(([v, t]) => [changeColour(v), t])));
   again();
   return bar;
 }
 
 function sweepBar() {
   if (!SWEEP || EXP || state.tab !== "unet") return null;
-  const what = SWEEP.edit === "scale" ? "× " + SWEEP.factor : "off";
-  return el("div", { cls: "runbar", id: "sweepbar" }, el("b", { text: "Sweep " }), el("span", { cls: "path", text: SWEEP.modules.length + " modules, each " + what + " in turn: '" + SWEEP.settings.prompt + "'" }),
-    legend("image change", EFFECT.map(([, colour, text]) => [colour, text])));
+  const what = SWEEP.edit === "scale" ? T("sweep.scale", { factor: SWEEP.factor }) : T("sweep.off");
+  return el("div", { cls: "runbar", id: "sweepbar" }, el("b", { text: T("sweep.bar") + " " }), el("span", { cls: "path", text: T("sweep.what", { n: SWEEP.modules.length, what, prompt: SWEEP.settings.prompt }) }),
+    legend(T("sweep.legend"), EFFECT.map(([, colour, text]) => [colour, text])));
 }
 
 function legend(title, entries) {
-  const box = el("span", { cls: "legend" }, el("span", { cls: "path", text: title + ": " }));
+  const box = el("span", { cls: "legend" }, el("span", { cls: "path", text: T("legend", { title }) }));
   for (const [colour, text] of entries) { const swatch = el("i", {}); swatch.style.background = colour; box.append(el("span", {}, swatch, el("span", { text }))); }
   return box;
 }
@@ -464,22 +477,22 @@ function legend(title, entries) {
 function experimentInfo(component, n) {
   if (!EXP || component !== "unet") return [];
   const c = EXP.change[n.path]; if (!c) return [];
-  return [el("h3", { text: "In the experiment" }), el("div", { cls: "path", text: "output changed " + pct(c[state.expStep]) + " at step " + state.expStep + " (‖edited − baseline‖ / ‖baseline‖)" }), sparkline(c, state.expStep)];
+  return [el("h3", { text: T("exp.in") }), el("div", { cls: "path", text: T("exp.block", { change: pct(c[state.expStep]), step: state.expStep }) }), sparkline(c, state.expStep)];
 }
 
 function sweepInfo(component, n) {
   if (!SWEEP || component !== "unet") return [];
   const found = swept(n.path); if (!found.length) return [];
-  const parts = [el("h3", { text: "In the sweep" })];
+  const parts = [el("h3", { text: T("sweep.in") })];
   for (const m of found.slice(0, 6)) {
-    const said = m.judged ? "the judge: " + m.judged : "";
-    parts.push(el("div", { cls: "path", text: m.path }), el("div", { text: "image change " + pct(m.change) + (said ? " · " + said : "") }));
+    const said = m.judged ? T("sweep.judge", { said: tr(m.judged) }) : "";
+    parts.push(el("div", { cls: "path", text: m.path }), el("div", { text: T("sweep.change", { change: pct(m.change) }) + (said ? " · " + said : "") }));
     const pair = el("div", { cls: "pair" });
-    if (SWEEP.baseline) pair.append(el("figure", {}, el("img", { src: SWEEP.baseline, alt: "the baseline image" }), el("figcaption", { text: "as it is" })));
-    if (m.image) pair.append(el("figure", {}, el("img", { src: m.image, alt: "the image with " + m.path + " edited" }), el("figcaption", { text: SWEEP.edit === "scale" ? "× " + SWEEP.factor : "switched off" })));
+    if (SWEEP.baseline) pair.append(el("figure", {}, el("img", { src: SWEEP.baseline, alt: T("sweep.baseline.alt") }), el("figcaption", { text: T("sweep.as_is") })));
+    if (m.image) pair.append(el("figure", {}, el("img", { src: m.image, alt: T("sweep.edited.alt", { path: m.path }) }), el("figcaption", { text: SWEEP.edit === "scale" ? T("sweep.scale", { factor: SWEEP.factor }) : T("sweep.switched_off") })));
     parts.push(pair);
   }
-  if (found.length > 6) parts.push(el("div", { cls: "path", text: "and " + (found.length - 6) + " more inside" }));
+  if (found.length > 6) parts.push(el("div", { cls: "path", text: T("sweep.more", { n: found.length - 6 }) }));
   return parts;
 }
 
@@ -487,37 +500,36 @@ function renderExperiment() {
   const box = $("experiment"); box.replaceChildren(); if (!EXP) return;
   const s = EXP.settings;
   box.append(el("div", { cls: "prompt", text: s.prompt }));
-  box.append(el("div", { cls: "path", text: [s.model, s.steps + " steps", "guidance " + s.guidance, "seed " + s.seed + " (both runs)"].join(" · ") }));
-  for (const e of EXP.edits) box.append(el("p", { cls: "edit", text: "edit: " + e.text }));
-  if (!EXP.edits.length) box.append(el("p", { text: "No edit: the two runs are the same, bit for bit." }));
-  box.append(el("pre", { cls: "summary", text: EXP.summary }));
+  box.append(el("div", { cls: "path", text: [s.model, T(s.steps === 1 ? "run.steps.one" : "run.steps.many", { n: s.steps }), T("run.guidance", { value: s.guidance }), T("exp.both", { seed: s.seed })].join(" · ") }));
+  for (const e of EXP.edits) box.append(el("p", { cls: "edit", text: T("exp.edit", { text: tr(e.text) }) }));
+  if (!EXP.edits.length) box.append(el("p", { text: T("exp.none") }));
+  box.append(el("pre", { cls: "summary", text: tr(EXP.summary) }));
   const images = el("div", { cls: "guidance" });
   for (const name of ["baseline", "edited"]) {
     const run = EXP.runs[name];
-    if (run && run.image) images.append(el("figure", { cls: "result", "data-run": name }, el("img", { src: run.image, alt: "the " + name + " image" }), el("figcaption", { text: name })));
+    if (run && run.image) images.append(el("figure", { cls: "result", "data-run": name }, el("img", { src: run.image, alt: T("exp.image.alt", { run: T("exp." + name) }) }), el("figcaption", { text: T("exp." + name) })));
   }
-  box.append(el("h3", { text: "The images" }), images);
+  box.append(el("h3", { text: T("exp.images") }), images);
   const pair = el("div", { cls: "guidance" });
   const label = el("div", { cls: "path" });
   const update = () => {
     pair.replaceChildren(runThumb("baseline", state.expStep), runThumb("edited", state.expStep));
-    label.textContent = "step " + state.expStep + ": x0 changed " + pct(EXP.x0[state.expStep]);
+    label.textContent = T("exp.step", { step: state.expStep, change: pct(EXP.x0[state.expStep]) });
     for (const td of strip.querySelectorAll("td.cell")) td.classList.toggle("now", Number(td.dataset.step) === state.expStep);
   };
-  const slider = el("input", { type: "range", min: "0", max: String(Math.max(0, EXP.x0.length - 1)), value: String(state.expStep), id: "exp-tab-step", "aria-label": "denoising step" });
+  const slider = el("input", { type: "range", min: "0", max: String(Math.max(0, EXP.x0.length - 1)), value: String(state.expStep), id: "exp-tab-step", "aria-label": T("slider.step") });
   slider.oninput = () => { state.expStep = Number(slider.value); update(); };
-  box.append(el("h3", { text: "x0, step by step" }), slider, label, pair);
+  box.append(el("h3", { text: T("exp.x0") }), slider, label, pair);
   const strip = el("table", { cls: "strip" });
-  const head = el("tr", {}, el("th", { text: "block" }));
+  const head = el("tr", {}, el("th", { text: T("exp.strip.block") }));
   EXP.x0.forEach((_, k) => head.append(el("th", { text: String(k) })));
   strip.append(head);
   for (const [path, values] of [...Object.entries(EXP.change).filter(([p]) => !p.includes(".") || /^(down|up)_blocks\.\d+$/.test(p)), ["x0", EXP.x0]]) {
     const row = el("tr", {}, el("td", { cls: "path", text: path }));
-    values.forEach((v, k) => { const td = el("td", { cls: "cell", "data-step": String(k), title: path + ", step " + k + ": " + pct(v) }); td.style.background = changeColour(v); row.append(td); });
+    values.forEach((v, k) => { const td = el("td", { cls: "cell", "data-step": String(k), title: T("exp.cell", { path, step: k, change: pct(v) }) }); td.style.background = changeColour(v); row.append(td); });
     strip.append(row);
   }
-  box.append(el("h3", { text: "How much each block's output changed, step by step" }), strip,
-    el("p", { cls: "path", text: "‖edited − baseline‖ / ‖baseline‖ of the prompt's half of the batch; white: nothing changed. Open the UNet tab to see it on the U, at any depth." }));
+  box.append(el("h3", { text: T("exp.strip") }), strip, el("p", { cls: "path", text: T("exp.strip.note") }));
   update();
 }
 

@@ -863,6 +863,38 @@ def sweep(
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Option("--model", "-m", help="The model every generation on the page runs, chosen now: micro "
+                                       "(shipped), a diffusers folder, a .safetensors file, a hub id or a preset.")] = "micro",
+    port: Annotated[int, typer.Option(help="The port on 127.0.0.1 (or --host).")] = 8765,
+    runs: Annotated[Path, typer.Option("--runs", help="Where each generation, experiment and sweep is kept (as "
+                                       "`explore generate` keeps a run), and what the page lists.")] = Path("runs"),
+    host: Annotated[str, typer.Option(help="The address to listen on. Only 127.0.0.1 (this machine) unless you mean "
+                                      "others on your network to reach it.")] = "127.0.0.1",
+    lang: Annotated[Lang, typer.Option(help="The page's language: en or zh.")] = "en",
+    open_page: Annotated[bool, typer.Option("--open", help="Open the page in the browser once it is served.")] = False,
+) -> None:
+    """The page, live: type a prompt and watch the U work, step by step; click a block to switch it off,
+    scale it or give it another prompt, and see both runs side by side.
+
+    A local web server (uvicorn) on 127.0.0.1 with a token in the URL it prints, as Jupyter's; every run is a
+    normal run folder under --runs. Ctrl-C stops it, keeping what was done.
+
+    Try: explore serve · explore serve --open · explore serve --model ./stable-diffusion-v1-5 --lang zh
+    """
+    with user_errors():
+        from explorer.server import check_port, serve_page
+
+        check_port(host, port)
+        try:  # Ctrl-C is how a server is stopped: uvicorn shuts down, then hands the signal back
+            serve_page(model=model, port=port, runs=runs, host=host, lang=getattr(lang, "value", lang),
+                       open_page=open_page, say=lambda text: err.print(text, highlight=False))
+        except KeyboardInterrupt:
+            pass
+        err.print(f"Stopped: the page is no longer served; the runs are in {runs}.", style="dim", highlight=False)
+
+
+@app.command()
 def maps(
     run: Annotated[Path, typer.Argument(help="A run folder of `explore generate --attention-maps`.")],
     word: Annotated[str, typer.Option("--word", "-w", help="A word of the prompt (or <|startoftext|>, <|endoftext|>, <padding>).")],

@@ -60,15 +60,18 @@ def build(
     experiment=None,
     sweep=None,
     lang: str = "en",
+    live: bool = False,
 ) -> Path:
     """Write the page for `traces` (unet, vae, clip; with FLOPs) into `folder`; with `diff` (an
     explorer.compare.ModelDiff whose B is the page's model) a Diff tab too; with `experiment` (an
     explorer.Experiment) an Experiment tab and the U coloured by what changed at each step; with
     `sweep` (an explorer.Sweep) the U coloured by each module's effect. The page is written in each
-    language (en.html, zh.html), each a click away from the other; index.html is the one in `lang`."""
+    language (en.html, zh.html), each a click away from the other; index.html is the one in `lang`.
+    `live`: the live page's part too, for `explore serve` (explorer.server serves the folder)."""
     from explorer.diagrams import check_writable
     from explorer.views.format import node_id
-    from explorer.views.page import ASSETS, asset, diff_data, figures_script, html_page, page_data, page_words, to_script
+    from explorer.views.page import (ASSETS, LIVE_ASSETS, asset, diff_data, figures_script, html_page, page_data,
+                                     page_words, to_script)
     from explorer.views.strings import LANGS
 
     if lang not in LANGS:
@@ -87,13 +90,13 @@ def build(
         data = page_data(traces, with_view, run_data, diff and diff_data(diff))
         data["experiment"] = _experiment_page(experiment, staging / "experiment") if experiment is not None else None
         data["sweep"] = _sweep_page(sweep, staging / "sweep") if sweep is not None else None
-        data |= page_words(data, lang)
+        data |= page_words(data, lang) | {"live": live}
         (staging / "data.js").write_text(to_script(data), encoding="utf-8")
         for language in LANGS:
             (staging / f"figures-{language}.js").write_text(figures_script(figures[language]), encoding="utf-8")
-            (staging / f"{language}.html").write_text(html_page(language, data["model"]), encoding="utf-8")
-        (staging / "index.html").write_text(html_page(lang, data["model"]), encoding="utf-8")
-        for name in ASSETS:
+            (staging / f"{language}.html").write_text(html_page(language, data["model"], live), encoding="utf-8")
+        (staging / "index.html").write_text(html_page(lang, data["model"], live), encoding="utf-8")
+        for name in ASSETS + (LIVE_ASSETS if live else ()):
             (staging / name).write_text(asset(name), encoding="utf-8")
 
     _publish(folder, write)
@@ -246,8 +249,8 @@ def _copy_run(run: dict, run_folder: Path, target: Path, prefix: str = "run") ->
         "unet_calls": run.get("unet_calls", ""),
         "previews": previews,
         "guidance": guidance,
-        "blocks": _blocks_by_path(steps),
-        "maps": _page_maps(run, run_folder, len(steps)),
+        "blocks": blocks_by_path(steps),
+        "maps": page_maps(run, run_folder, len(steps)),
     }
 
 
@@ -292,7 +295,7 @@ def _cut(run_folder: Path, relative: str, tiles: list[str], paths: dict[str, Pat
     return list(paths)
 
 
-def _blocks_by_path(steps: list[dict]) -> dict[str, dict[str, list]]:
+def blocks_by_path(steps: list[dict]) -> dict[str, dict[str, list]]:
     """Block activity for the page: path -> statistic -> one value per step (None where missing)."""
     paths = list(dict.fromkeys(p for s in steps for p in (s.get("blocks") or {})))
     return {
@@ -301,7 +304,7 @@ def _blocks_by_path(steps: list[dict]) -> dict[str, dict[str, list]]:
     }
 
 
-def _page_maps(run: dict, run_folder: Path, steps: int) -> dict | None:
+def page_maps(run: dict, run_folder: Path, steps: int) -> dict | None:
     """The cross-attention maps for the page: per step and layer, 8-bit values (base64) of at most
     MAP_SIDE x MAP_SIDE, and each token's scale."""
     import base64

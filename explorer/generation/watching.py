@@ -225,7 +225,10 @@ class Watcher:
         self.recording.steps.append(step)
         self.recording.phases["denoise"] = round(sum(s.seconds for s in self.recording.steps), 4)
         self.current, self.step_started = {}, None
-        self.recording.write_soon()
+        if index == 0:  # the first step says what each step's previews hold (files.tiles): readable from now on
+            self.recording.write()
+        else:
+            self.recording.write_soon()
         self.on_step(self)
 
     def _first_step(self) -> None:

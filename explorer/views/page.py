@@ -156,10 +156,10 @@ def page_words(data: dict, lang: str) -> dict:
     (explorer.views.strings), and the Chinese of what the records in `data` say."""
     from explorer.views.strings import STRINGS, translations
 
-    return {"lang": lang, "strings": STRINGS, "texts": {"zh": translations(_record_texts(data), "zh")}}
+    return {"lang": lang, "strings": STRINGS, "texts": {"zh": translations(record_texts(data), "zh")}}
 
 
-def _record_texts(data: dict) -> list[str]:
+def record_texts(data: dict) -> list[str]:
     """The sentences of the records that the page shows: labels and notes, a run's warning, an
     experiment's summary and edits, a sweep's judge, a diff's words."""
     texts = [t for c in data["components"].values() for n in c["nodes"].values() for t in (n["label"], n["note"])]
@@ -175,13 +175,22 @@ def _record_texts(data: dict) -> list[str]:
     return [t for t in texts if isinstance(t, str)]
 
 
-def html_page(lang: str, model: str) -> str:
+LIVE_ASSETS = ("live.js", "live.css")  # the live page's own part (explore serve), beside the page's
+
+
+def html_page(lang: str, model: str, live: bool = False) -> str:
     """The page in `lang` (en.html, zh.html), its words filled in: the figures of that language, and
-    the switch to the page in the other language."""
+    the switch to the page in the other language. `live`: the live page's part too (explore serve),
+    and its server's API allowed (connect-src 'self')."""
     from explorer.views.strings import LANGS, fill_html
 
     other = next(other for other in LANGS if other != lang)
     shown = model if model and model != "SD1.5" else "Stable Diffusion 1.5"  # SD1.5 is written out
     values = {"lang": lang, "model": shown, "figures": f"figures-{lang}.js", "other": f"{other}.html",
               "other.lang": other}
-    return fill_html(asset(TEMPLATE), lang, values)
+    page = fill_html(asset(TEMPLATE), lang, values)
+    if live:
+        page = page.replace("base-uri 'none';", "connect-src 'self'; base-uri 'none';", 1)
+        page = page.replace('<link rel="stylesheet" href="page.css">', '<link rel="stylesheet" href="page.css">\n<link rel="stylesheet" href="live.css">', 1)
+        page = page.replace('<script src="page.js"></script>', '<script src="page.js"></script>\n<script src="live.js"></script>', 1)
+    return page

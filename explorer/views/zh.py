@@ -71,7 +71,7 @@ PHRASES: tuple[tuple[str, str], ...] = (
     (r"(\d+) denoising steps, guidance ([\d.]+) · shapes read off the component traces", r"\1 个去噪步，引导系数 \2 · 形状读自各组件的前向记录"),
     (r"^prompt \+ negative prompt$", "提示词 + 负面提示词"),
     (r"^text$", "文本"),
-    (r"^BPE, padded to (\d+) tokens$", r"BPE 分词，补齐到 \1 个 token"),
+    (r"^BPE, padded to (\d+) tokens$", r"BPE 分词，补齐到 \1 个词元"),
     (r"^random latent$", "随机潜变量"),
     (r"^classifier-free guidance$", "无分类器引导"),
     (r"^the latent twice: one for each prompt$", "潜变量复制两份：每个提示词一份"),

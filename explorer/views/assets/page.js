@@ -108,7 +108,8 @@ function info(component, key) {
   box.append(table);
   if (n.note) box.append(el("div", { cls: "note", text: tr(n.note) }));
   if (n.view && key !== state.view) { const go = el("a", { cls: "go", text: T("info.open", { path: n.path || component }) }); go.onclick = () => show(component, key); box.append(go); }
-  box.append(...runInfo(component, n), ...experimentInfo(component, n), ...sweepInfo(component, n));
+  box.append(...runInfo(component, n), ...experimentInfo(component, n), ...sweepInfo(component, n),
+    ...(typeof liveInfo === "function" ? liveInfo(component, n) : []));  // the live page's edits (live.js)
 }
 
 function highlight(key) {
@@ -178,13 +179,18 @@ $("zoom-full").onclick = () => { state.zoom = 1; applyZoom(); };
 // A generation, replayed step by step: its tokens, every step's seams, the guidance previews, the
 // cross-attention map of a word; and, in the architecture, each block's activity over the steps.
 
-const RUN = SD.run;
+let RUN = SD.run;  // the live page (live.js) replaces it as a run goes
 const HEAT = [[0, [0, 0, 4]], [0.3, [87, 16, 110]], [0.55, [188, 55, 84]], [0.8, [249, 142, 9]], [1, [252, 255, 164]]];
-if (RUN) {
-  state.step = Math.max(0, RUN.steps.length - 1);
+// a run to show: the one the page was built with, or one the live page (live.js) hands over as it goes
+function setRun(run, step) {
+  RUN = run;
+  if (!RUN) return;
+  state.step = step === undefined ? Math.max(0, RUN.steps.length - 1) : step;
   const words = RUN.maps ? RUN.maps.words.filter(([w]) => !w.startsWith("<")) : [];
-  state.word = words.length ? words[0][0] : null;
+  if (!words.some(([w]) => w === state.word)) state.word = words.length ? words[0][0] : null;
+  document.querySelector('#tabs button[data-tab="run"]').hidden = false;
 }
+setRun(RUN);
 
 // the colour of a value in [0, 1] on the heat scale (the same as `explore maps`)
 function heatColour(v) {
@@ -405,11 +411,18 @@ $("diff").addEventListener("mouseover", (e) => {
 // the Experiment tab has the summary, both images, x0 step by step and the change of every block.
 // A sweep (explore sweep): on the U, each block coloured by how much editing it changed the image.
 
-const EXP = SD.experiment, SWEEP = SD.sweep;
+let EXP = SD.experiment, SWEEP = SD.sweep;  // and these, when an experiment or a sweep ends
 const CHANGE = [[0, [255, 255, 255]], [0.02, [255, 236, 179]], [0.1, [253, 174, 97]], [0.3, [227, 74, 51]], [1, [127, 0, 0]]];
 const EFFECT = [[0, "#f7f7f7", T("effect.none")], [0.005, "#fff2cc", T("effect.under")], [0.02, "#ffd58a", T("effect.small")],
   [0.05, "#fdae61", T("effect.some")], [0.12, "#f46d43", T("effect.large")], [Infinity, "#d73027", T("effect.most")]];
-if (EXP) state.expStep = Math.max(0, EXP.x0.length - 1);
+function setExperiment(experiment) {
+  EXP = experiment;
+  if (!EXP) return;
+  state.expStep = Math.max(0, EXP.x0.length - 1);
+  document.querySelector('#tabs button[data-tab="experiment"]').hidden = false;
+}
+function setSweep(sweep) { SWEEP = sweep; }
+setExperiment(EXP);
 const pct = (v) => v === null || v === undefined ? "—" : (100 * v).toFixed(1) + " %";
 
 function changeColour(v) {

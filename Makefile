@@ -27,15 +27,19 @@ demo: install
 	@echo "  $(BIN)/pip install -e '.[notebooks]' && $(BIN)/jupyter lab notebooks/01_unet.ipynb   # the first walkthrough"
 	@echo '  $(BIN)/explore html site/ && $(BIN)/python -m webbrowser "file://$$PWD/site/index.html"   # the page: click into any block'
 
+# the tests in WORKERS processes at once (pytest-xdist; each file's tests in one of them)
+WORKERS ?= 2
+PYTEST := $(BIN)/pytest -q -n $(WORKERS) --dist loadfile
+
 test: install
-	$(BIN)/pytest -q
+	$(PYTEST)
 
 # the suite again as a user with a hostile environment would run it: offline Hugging Face settings,
 # colours forced and refused, a narrow dumb terminal, a home and caches that cannot be written
 test-hostile: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME=/dev/null/hf HF_HUB_CACHE=/dev/null/hub \
 	NO_COLOR=1 FORCE_COLOR=1 COLUMNS=40 TERM=dumb HOME=/dev/null/home SD_EXPLORER_CACHE_DIR=/dev/null/cache \
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(PYTEST) -p no:cacheprovider
 
 # the suite with the lowest versions pyproject.toml allows (in .venv-lowest; see the script for torch)
 test-lowest: install
@@ -43,7 +47,7 @@ test-lowest: install
 
 # also the tests marked slow
 test-all: install
-	$(BIN)/pytest -q --runslow
+	$(PYTEST) --runslow
 
 # re-execute the walkthrough notebooks in place (their outputs are committed)
 notebooks: install

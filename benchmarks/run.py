@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # all of them, then rewrites docs/performance.md
     python benchmarks/run.py --quick    # fewer repetitions, smaller images (a smoke run)
+    python benchmarks/run.py --only serve,experiment   # some of them; prints the table, writes nothing
 
 Every comparison runs both sides on the same machine, in the same run, alternating, and reports
 the median and the ratio. Each side runs in a fresh process where start-up or memory state matters.
@@ -460,6 +461,123 @@ def bench_experiment(repeats: int, steps: int = 20) -> list[dict]:
     ]
 
 
+# -- the live page: a click, the steps on screen, the frames ------------------------------------------------------
+
+# In the page: the time of the click, every change of the status line (state, text) and every frame's start
+# (requestAnimationFrame), so that what is on screen when is read from the browser itself.
+PAGE_WATCH = """
+() => {
+  const seen = window.__bench = { click: 0, states: [], frames: [] };
+  const tick = (now) => { window.__bench.frames.push(now); requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+  const status = document.getElementById('live-status');
+  new MutationObserver(() => window.__bench.states.push([performance.now(), status.dataset.state]))
+    .observe(status, { attributes: true, childList: true, characterData: true, subtree: true });
+  document.getElementById('live-go').addEventListener('click', () => { window.__bench.click = performance.now(); }, true);
+}
+"""
+
+
+def served_page(runs: str):
+    """`explore serve` in its own process, as a learner starts it: (the process, the URL with its token)."""
+    import re
+    import socket
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "explorer.cli", "serve", "--port", str(port), "--runs", runs],
+                              cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in server.stderr:
+        found = re.search(r"http://\S+token=[\w-]+", line)
+        if found:
+            threading.Thread(target=server.stderr.read, daemon=True).start()  # keep the pipe drained
+            for _ in range(600):  # the URL is printed just before uvicorn listens
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return server, found.group(0)
+                except OSError:
+                    time.sleep(0.05)
+            break
+    server.kill()
+    raise RuntimeError(f"explore serve gave no URL it listens on (exit {server.wait()})")
+
+
+def page_run(page) -> dict:
+    """One click on Generate, read back from the page: click → first step on screen, click → done,
+    the longest frame while the steps arrived."""
+    page.evaluate("() => { window.__bench.states = []; window.__bench.frames = []; window.__bench.click = 0; }")
+    page.click("#live-go")
+    page.wait_for_function("() => window.__bench.states.some(([at, state]) => state === 'done')", timeout=300_000)
+    page.wait_for_timeout(100)  # a few frames after the end
+    seen = page.evaluate("() => window.__bench")
+    running = [at for at, state in seen["states"] if state == "running"]
+    done = next(at for at, state in seen["states"] if state == "done")
+    first_shown = next(at for at in seen["frames"] if at > running[0])  # the frame that paints the first step
+    during = [at for at in seen["frames"] if running[0] <= at <= running[-1]]
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    return {"first": (first_shown - seen["click"]) / 1000, "whole": (done - seen["click"]) / 1000,
+            "frame": max(gaps) / 1000 if gaps else 0.0, "frames": len(during)}
+
+
+def bench_serve(repeats: int, steps: int = 20) -> list[dict]:
+    """The live page on micro, in Chromium, against `explore generate`'s own pipeline time (its record's
+    `total`: the watched pipeline call), the same settings, alternating."""
+    import shutil
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    prompt = "a red circle on the left"
+
+    def generation():
+        out = Path(tempfile.mkdtemp()) / "run"
+        subprocess.run([sys.executable, "-m", "explorer.cli", "generate", "--model", "micro", "-p", prompt, "--steps",
+                        str(steps), "--seed", "0", "--attention-maps", "-o", str(out)], cwd=ROOT, check=True,
+                       capture_output=True)
+        return json.loads((out / "trace.json").read_text())["phases"]["total"]  # the pipeline call
+
+    server, url = served_page(tempfile.mkdtemp())
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium,
+                                        args=["--no-sandbox", "--headless", "--disable-background-networking"])
+            rows = []
+            for tab in ("run", "unet"):
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(f"{url}#{tab}")
+                page.wait_for_selector("#live-go")
+                page.evaluate(PAGE_WATCH)
+                page.fill("#live-prompt", prompt)
+                page.fill("#live-steps", str(steps))
+                if tab == "unet":
+                    page.hover('#diagram [data-path="up_blocks.1"]')  # a block's panel open, as a learner has it
+                first = page_run(page)  # the first click of a page: also reads the model's first calls
+                clicks, pipeline = alternate(lambda: page_run(page), generation, repeats)
+                page.close()
+                median = lambda key: statistics.median(c[key] for c in clicks)  # noqa: E731
+                rows += [
+                    {"what": f"live page ({tab} tab): click → first step on screen (micro, 64x64, {steps} steps)",
+                     "peer": "", "ours": median("first"), "theirs": 0.0, "target": "under 0.3 s",
+                     "note": f"Chromium, `explore serve` in its own process; the page's first click: {first['first']:.2f} s"},
+                    {"what": f"live page ({tab} tab): click → the whole run on screen",
+                     "peer": "`explore generate --attention-maps`: its pipeline's own time (the record's `total`)",
+                     "ours": median("whole"), "theirs": statistics.median(pipeline), "target": "≤ 2×",
+                     "note": "ours: every step sent, drawn, the run read back and listed; theirs: the watched pipeline call"},
+                    {"what": f"live page ({tab} tab): the longest frame while the steps arrive",
+                     "peer": "", "ours": max(c["frame"] for c in clicks + [first]), "theirs": 0.0,
+                     "target": "no frame over 100 ms",
+                     "note": f"requestAnimationFrame in the page, every run; {median('frames'):.0f} frames a run"},
+                ]
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    return rows
+
+
 # -- all the figures ----------------------------------------------------------------------------------------------
 
 
@@ -608,31 +726,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and a smaller image")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/performance.md alone")
+    parser.add_argument("--only", default="", metavar="NAMES",
+                        help=f"only these, comma-separated ({', '.join(SECTIONS)}); prints, writes nothing")
     args = parser.parse_args()
-    repeats = 2 if args.quick else 3
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(SECTIONS)
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {', '.join(unknown)}: the sections are {', '.join(SECTIONS)}")
     start = time.perf_counter()
     rows = []
-    print("explore unet --depth 3 against torchinfo …", flush=True)
-    rows += bench_explore(repeats)
-    print("watching overhead …", flush=True)
-    rows += bench_watch("sd15", 128 if args.quick else 256, 2 if args.quick else 4, 3 if args.quick else 6)
-    rows += bench_watch("micro", 64, 20, 3 if args.quick else 31, with_floor=True, targeted=False)  # 0.5 s a run
-    rows += bench_watch("micro", 256, 10, 2 if args.quick else 24)  # a 64x64 latent: drift needs the rounds
-    print("the maps' size on disk …", flush=True)
-    rows += bench_maps_size(1 if args.quick else 2)
-    print("a whole random-weights generation …", flush=True)
-    rows += bench_generation_process(repeats)
-    print("random-weights build …", flush=True)
-    rows += bench_init(repeats)
-    print("experiments and sweeps …", flush=True)
-    rows += bench_experiment(2 if args.quick else 3, 10 if args.quick else 20)
-    print("all the figures …", flush=True)
-    rows += bench_diagrams(1 if args.quick else 2)
+    for name in chosen:
+        title, bench = SECTIONS[name]
+        print(f"{title} …", flush=True)
+        rows += bench(args.quick)
     text = report(rows, time.perf_counter() - start, args.quick)
     print(text)
-    if not args.no_write:
+    if not args.no_write and not args.only:
         DOC.write_text(text)
         print(f"wrote {DOC.relative_to(ROOT)}")
+
+
+# name: (what it measures, the benchmark with its repetitions, --quick or not)
+SECTIONS = {
+    "explore": ("explore unet --depth 3 against torchinfo", lambda quick: bench_explore(2 if quick else 3)),
+    "watch": ("watching overhead", lambda quick: (
+        bench_watch("sd15", 128 if quick else 256, 2 if quick else 4, 3 if quick else 6)
+        + bench_watch("micro", 64, 20, 3 if quick else 31, with_floor=True, targeted=False)  # 0.5 s a run
+        + bench_watch("micro", 256, 10, 2 if quick else 24))),  # a 64x64 latent: drift needs the rounds
+    "maps": ("the maps' size on disk", lambda quick: bench_maps_size(1 if quick else 2)),
+    "generation": ("a whole random-weights generation", lambda quick: bench_generation_process(2 if quick else 3)),
+    "init": ("random-weights build", lambda quick: bench_init(2 if quick else 3)),
+    "experiment": ("experiments and sweeps", lambda quick: bench_experiment(2 if quick else 3, 10 if quick else 20)),
+    "serve": ("the live page", lambda quick: bench_serve(2 if quick else 5, 10 if quick else 20)),
+    "diagrams": ("all the figures", lambda quick: bench_diagrams(1 if quick else 2)),
+}
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def generate(prompt: str, *, out=None, compare: bool = False, **settings) -> Run
     """Generate an image with the real diffusers pipeline, watching every step (see `explore generate`).
 
     `settings`: negative_prompt, steps, guidance, height, width, seed, scheduler, model, config,
-    watch_depth, attention_maps, decode_every. Returns the Run, read back from its folder.
+    watch_depth, attention_maps, decode_every, adds. Returns the Run, read back from its folder.
     """
     from pathlib import Path
 

@@ -651,6 +651,8 @@ def generate(
     ] = False,
     watch_depth: Annotated[int, typer.Option(help="Block activity: watch the UNet's modules down to this depth.")] = 2,
     decode_every: Annotated[int, typer.Option(help="Decode the predicted clean image with the VAE every N steps (0: never).")] = 0,
+    adds: Annotated[bool, typer.Option("--adds", help="Block activity also measures what each block adds to its input, "
+                                       "‖output − input‖ / ‖input‖ (its output's std is mostly the stream it carries).")] = False,
     compare: Annotated[bool, typer.Option("--compare", help="Check every module's shapes in the real run against the static trace.")] = False,
     allow_pickle: AllowPickle = False,
     allow_download: AllowDownload = False,
@@ -670,7 +672,8 @@ def generate(
         settings = Settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                             height=height, width=width, seed=seed, scheduler=getattr(scheduler, "value", scheduler),
                             model=model, config=config, allow_pickle=allow_pickle, allow_download=allow_download,
-                            watch_depth=watch_depth, attention_maps=attention_maps, decode_every=decode_every)
+                            watch_depth=watch_depth, attention_maps=attention_maps, decode_every=decode_every,
+                            adds=adds)
         display = LiveDisplay(err)
         try:
             display.status.start()

@@ -134,7 +134,8 @@ class Run:
 
     @property
     def blocks(self) -> dict[str, dict[str, list[float]]]:
-        """Block activity: path -> statistic ("mean", "std", "abs") -> one value per step."""
+        """Block activity: path -> statistic ("mean", "std", "abs"; "adds" where the run was watched with
+        adds) -> one value per step."""
         found: dict[str, dict[str, list[float]]] = {}
         for step in self.steps:
             for path, stats in (step.get("blocks") or {}).items():

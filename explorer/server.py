@@ -133,8 +133,8 @@ class Api:
     async def runs(self, request):
         from starlette.responses import JSONResponse
 
-        return JSONResponse({"runs": self.studio.listing(), "busy": self.studio.current is not None,
-                             "waiting": self.studio.queue.qsize()})
+        listed = await asyncio.to_thread(self.studio.listing)  # records read off the event loop
+        return JSONResponse({"runs": listed, "busy": self.studio.current is not None, "waiting": self.studio.queue.qsize()})
 
     async def run(self, request):
         return await answered(lambda: with_texts(run_page(self.studio.folder(request.path_params["name"])), "run"))
@@ -233,6 +233,9 @@ async def png_of(work):
         return refusal(404, str(exc) if isinstance(exc, ExplorerError) else "That image is not there (yet).")
 
 
+_TILES: dict[Path, list[str]] = {}  # a run folder's tile names, as its record says
+
+
 def tile_png(folder: Path, step: int, part: str) -> bytes:
     """One tile of a step's previews, cut from the strip the run wrote (names made here)."""
     from PIL import Image
@@ -242,7 +245,11 @@ def tile_png(folder: Path, step: int, part: str) -> bytes:
 
     if part not in TILE_NAMES or not 0 <= step < 10_000:
         raise ExplorerError(f"A step has the tiles {', '.join(TILE_NAMES)}; {part!r} is not one.")
-    tiles = preview_tiles(read_record(folder)) or []
+    if folder not in _TILES:  # a run's tiles are fixed when it starts: its record is read once, not each tile
+        if len(_TILES) > 1000:
+            _TILES.clear()
+        _TILES[folder] = preview_tiles(read_record(folder)) or []
+    tiles = _TILES[folder]
     if part not in tiles:
         raise ExplorerError(f"This run recorded {', '.join(tiles) or 'no tile'}.")
     with Image.open(folder / preview_file(step)) as strip:
@@ -340,8 +347,11 @@ def page_folder(studio: Studio, folder: Path) -> Path:
     from explorer.explore import TraceRequest, trace_cached
     from explorer.site import build
 
+    from explorer.generation.settings import SCHEDULERS, own_scheduler
+
     traces = {c: trace_cached(TraceRequest(c, studio.model, "meta", flops=True))[0] for c in COMPONENTS}
-    build(folder, traces, lang=studio.lang, live=True)
+    live = {"schedulers": list(SCHEDULERS), "scheduler": own_scheduler(studio.scheduler_config)}
+    build(folder, traces, lang=studio.lang, live=live)
     return folder
 
 

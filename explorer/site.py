@@ -60,14 +60,15 @@ def build(
     experiment=None,
     sweep=None,
     lang: str = "en",
-    live: bool = False,
+    live: dict | None = None,
 ) -> Path:
     """Write the page for `traces` (unet, vae, clip; with FLOPs) into `folder`; with `diff` (an
     explorer.compare.ModelDiff whose B is the page's model) a Diff tab too; with `experiment` (an
     explorer.Experiment) an Experiment tab and the U coloured by what changed at each step; with
     `sweep` (an explorer.Sweep) the U coloured by each module's effect. The page is written in each
     language (en.html, zh.html), each a click away from the other; index.html is the one in `lang`.
-    `live`: the live page's part too, for `explore serve` (explorer.server serves the folder)."""
+    `live`: the live page's part too, for `explore serve` (explorer.server serves the folder): what its
+    settings offer, {"schedulers": names, "scheduler": the model's own}."""
     from explorer.diagrams import check_writable
     from explorer.views.format import node_id
     from explorer.views.page import (ASSETS, LIVE_ASSETS, asset, diff_data, figures_script, html_page, page_data,
@@ -90,12 +91,12 @@ def build(
         data = page_data(traces, with_view, run_data, diff and diff_data(diff))
         data["experiment"] = _experiment_page(experiment, staging / "experiment") if experiment is not None else None
         data["sweep"] = _sweep_page(sweep, staging / "sweep") if sweep is not None else None
-        data |= page_words(data, lang) | {"live": live}
+        data |= page_words(data, lang) | {"live": live or False}
         (staging / "data.js").write_text(to_script(data), encoding="utf-8")
         for language in LANGS:
             (staging / f"figures-{language}.js").write_text(figures_script(figures[language]), encoding="utf-8")
-            (staging / f"{language}.html").write_text(html_page(language, data["model"], live), encoding="utf-8")
-        (staging / "index.html").write_text(html_page(lang, data["model"], live), encoding="utf-8")
+            (staging / f"{language}.html").write_text(html_page(language, data["model"], bool(live)), encoding="utf-8")
+        (staging / "index.html").write_text(html_page(lang, data["model"], bool(live)), encoding="utf-8")
         for name in ASSETS + (LIVE_ASSETS if live else ()):
             (staging / name).write_text(asset(name), encoding="utf-8")
 

@@ -69,8 +69,15 @@ class Studio:
     """One model, its pipeline built once; jobs run one at a time, at most QUEUE waiting."""
 
     def __init__(self, model: str = "micro", runs: Path = Path("runs"), lang: str = "en"):
+        import torch
+
         from explorer.generation import Settings, prepare
 
+        # One core left to the browser, which draws each step as it comes on the same machine: PyTorch's
+        # threads wait for one another at every operation, and one of them waiting for a core the page
+        # holds made a step of micro five times as long on two cores (150 ms against 30). Put back by close().
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.threads - 1))
         self.model, self.runs, self.lang = model, Path(runs), lang
         self.prepared = prepare(Settings(prompt="", model=model), reuse=True)  # fails here, not at the first click
         self.size = self.prepared.settings.height
@@ -79,6 +86,7 @@ class Studio:
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=QUEUE)
         self.counter = itertools.count(1)
         self.current: Job | None = None
+        self.listed: dict[Path, tuple[tuple[int, int], dict]] = {}  # a record's (mtime, size) and its entry
         self.worker = threading.Thread(target=self._work, name="sd-explorer studio", daemon=True)
         self.worker.start()
 
@@ -243,9 +251,8 @@ class Studio:
         return self.runs / name / run
 
     def listing(self) -> list[dict]:
-        """Every run folder under `runs`, newest first: its name, kind, prompt and status."""
-        import json
-
+        """Every run folder under `runs`, newest first: its name, kind, prompt and status (each record
+        read again only when it has changed since the last listing)."""
         found = []
         if not self.runs.is_dir():
             return found
@@ -253,15 +260,30 @@ class Studio:
             for kind, record in (("generate", "trace.json"), ("experiment", "experiment.json"), ("sweep", "sweep.json")):
                 path = folder / record
                 if RUN_NAME.match(folder.name) and path.is_file() and not path.is_symlink():
-                    try:
-                        data = json.loads(path.read_text(encoding="utf-8"))
-                        settings = data.get("settings", {}) if isinstance(data, dict) else {}
-                        found.append({"name": folder.name, "kind": kind, "prompt": str(settings.get("prompt", ""))[:200],
-                                      "status": str(data.get("status", "")), "modified": round(path.stat().st_mtime)})
-                    except (OSError, ValueError, AttributeError):
-                        continue
+                    entry = self._listed_entry(folder.name, kind, path)
+                    if entry is not None:
+                        found.append(entry)
                     break
         return found
+
+    def _listed_entry(self, name: str, kind: str, path: Path) -> dict | None:
+        import json
+
+        try:
+            stat = path.stat()
+            seen = (stat.st_mtime_ns, stat.st_size)
+            if path in self.listed and self.listed[path][0] == seen:
+                return self.listed[path][1]
+            data = json.loads(path.read_text(encoding="utf-8"))
+            settings = data.get("settings", {}) if isinstance(data, dict) else {}
+            entry = {"name": name, "kind": kind, "prompt": str(settings.get("prompt", ""))[:200],
+                     "status": str(data.get("status", "")), "modified": round(stat.st_mtime)}
+        except (OSError, ValueError, AttributeError):
+            return None
+        if len(self.listed) > 1000:
+            self.listed.clear()
+        self.listed[path] = (seen, entry)
+        return entry
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop what runs and what waits (Ctrl-C on the server): each keeps what it had done."""
@@ -277,3 +299,6 @@ class Studio:
             started = time.perf_counter()
             while self.current is not None and time.perf_counter() - started < timeout:
                 time.sleep(0.05)
+        import torch
+
+        torch.set_num_threads(self.threads)

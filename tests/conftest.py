@@ -31,6 +31,11 @@ def pytest_configure(config):
 
     for name in USER_SETTINGS:
         os.environ.pop(name, None)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one of several pytest-xdist workers (make test runs one per core): one thread each, for it and
+        # what it starts. The suite's torch work is many small operations, which a second thread barely
+        # speeds up, and two workers each running two threads on two cores wait on each other's.
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     home = Path(tempfile.mkdtemp(prefix="sd-explorer-tests-"))
     SESSION_HOME["HF_HOME"] = os.environ["HF_HOME"] = str(home / "hf")
     os.environ["SD_EXPLORER_CACHE_DIR"] = str(home / "cache")
@@ -192,3 +197,20 @@ def browser():
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def explore(*args: str):
+    """`explore ARGS` in this process (typer's CliRunner: stdout and stderr apart)."""
+    from typer.testing import CliRunner
+
+    from explorer.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def refused_in_one_sentence(result) -> None:
+    """Exit 2, no traceback, and exactly one line "Error: ..." on stderr."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr

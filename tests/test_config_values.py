@@ -19,26 +19,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
+from conftest import explore, refused_in_one_sentence
 from explorer import configs
-from explorer.cli import app
 from explorer.components import component as entry
 from explorer.loading import SHIPPED, Source, available_memory, check_seed, scheduler_config
 from explorer.specs import PRESETS, TINY
 
-FEW, MANY = 30, 2000  # examples per component: the default suite, and --runslow
-
-
-def explore(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def refused_in_one_sentence(result) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
+FEW, MANY = 15, 2000  # examples per component: the default suite, and --runslow
 
 
 def fuzzing(examples: int):

@@ -157,20 +157,19 @@ def weights_of(folder: Path) -> dict:
                                 else folder / part / "model.safetensors")) for part in ("unet", "vae", "text_encoder")}
 
 
-def test_a_few_steps_lower_the_loss_and_the_same_seed_gives_the_same_weights(tmp_path):
+def test_a_few_steps_lower_the_loss(tmp_path):
     from explorer.micro.train import run
 
     info = run(small_plan(tmp_path / "a", unet_steps=30))
     unet = info["loss"]["unet"]
     assert sum(unet[-5:]) / 5 < sum(unet[:5]) / 5
     assert (tmp_path / "a" / "loss.png").is_file() and not (tmp_path / "a" / "checkpoint.pt").exists()
-    run(small_plan(tmp_path / "b", unet_steps=30))
-    first, second = weights_of(tmp_path / "a"), weights_of(tmp_path / "b")
-    assert all(torch.equal(first[p][k], second[p][k]) for p in first for k in first[p])
 
 
-@pytest.mark.parametrize("where", [("unet", 3), ("ground", 2)])
+@pytest.mark.parametrize("where", [("unet", 3), pytest.param(("ground", 2), marks=pytest.mark.slow)])  # in stage 3 too, under --runslow
 def test_ctrl_c_writes_a_checkpoint_and_the_same_command_resumes_exactly(tmp_path, where):
+    """Interrupted and resumed, or run straight through: the same weights, bit for bit (so the same
+    command also gives the same weights)."""
     from explorer.micro.train import Interrupted, run
 
     def interrupt(stage: str, step: int, loss: float) -> None:

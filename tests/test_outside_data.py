@@ -11,28 +11,16 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from explorer.cli import app
+from conftest import explore, refused_in_one_sentence
 
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
     max_leaves=30,
 )
 DTYPES = st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "Q99", "", "f32"])
-
-
-def explore(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def refused_in_one_sentence(result) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
 
 
 def answered(result) -> None:
@@ -130,7 +118,7 @@ record_changes = st.dictionaries(
 )
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=10)  # each builds a page and draws the maps: about 1.5 s an example
 @given(changes=record_changes, cut=st.integers(0, 400) | st.none())
 def test_hostile_run_records(tmp_path_factory, a_run, changes, cut):
     import shutil

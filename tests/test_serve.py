@@ -281,6 +281,11 @@ def test_typed_in_the_page_and_watched_as_it_goes(browser, served, tmp_path):
     page.fill("#live-prompt", PROMPT)
     page.fill("#live-steps", "20")
     page.fill("#live-seed", "5")
+    from explorer.generation.settings import SCHEDULERS
+
+    offered = page.eval_on_selector_all("#live-scheduler option", "options => options.map(o => o.value)")
+    assert offered == list(SCHEDULERS) and page.input_value("#live-scheduler") == "pndm"  # micro's own, first chosen
+    page.select_option("#live-scheduler", "ddim")
     page.click("#live-go")
     page.wait_for_selector("#run img#preview[src*='/steps/']", timeout=30000)
     assert page.eval_on_selector("#live-status", "e => e.dataset.state") == "running"  # a step shown while it runs
@@ -288,8 +293,10 @@ def test_typed_in_the_page_and_watched_as_it_goes(browser, served, tmp_path):
     until(page, "#live-status", "e => e.dataset.state === 'done'")
     assert page.locator("#run #result").count() == 1
     name = page.eval_on_selector("#live-status", "e => e.dataset.folder")
+    assert json.loads((served.runs / name / "trace.json").read_text())["settings"]["scheduler"] == "ddim"
     result = CliRunner().invoke(app, ["generate", "--model", "micro", "-p", PROMPT, "--steps", "20", "--seed", "5",
-                                      "-o", str(tmp_path / "cli")])
+                                      "--scheduler", "ddim", "-o", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
     assert (served.runs / name / "image.png").read_bytes() == (tmp_path / "cli" / "image.png").read_bytes()
     assert not errors and not failed
     page.close()
@@ -324,6 +331,7 @@ def test_a_sweep_from_the_page_colours_the_u_and_runs_reopen(browser, served):
     page.hover('#diagram [data-path="up_blocks.3"]')
     page.click("#info button[data-edit=sweep]")
     until(page, "#live-status", "e => e.dataset.state === 'done'", 120)
+    page.wait_for_selector("#live-runs option[data-kind=sweep]", state="attached")
     assert page.locator("#sweepbar").count() == 1 and page.locator("#diagram .sd-node.painted").count() >= 4
     runs = page.eval_on_selector_all("#live-runs option", "options => options.map(o => [o.value, o.dataset.kind])")
     assert [kept, "generate"] in runs and any(kind == "sweep" for _, kind in runs)

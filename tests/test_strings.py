@@ -84,7 +84,7 @@ def test_what_a_run_and_an_experiment_say_reads_in_chinese():
     found = translations([plms, summary, "random weights: the architecture is real, the image is noise"])
     assert len(found) == 3 and not any(_latin_words(t) - {"UNet", "PNDM", "PLMS", "t", "tiny", "a", "red", "circle",
                                                           "up_blocks"} for t in found.values())
-    assert "评判模型：红色 圆形 左边 → 蓝色 圆形 左边（变的是：颜色）" in found[summary]
+    assert "判定器：红色 圆形 左边 → 蓝色 圆形 左边（变的是：颜色）" in found[summary]
     assert translate("something the table does not know") is None and translate("anything", "en") == "anything"
 
 

@@ -213,6 +213,7 @@ def test_each_scheduler_knows_its_limit(tmp_path, scheduler, limit):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # a thousand UNet calls
 def test_pndm_runs_its_maximum(tmp_path):
     result = generate(tiny(steps=999, guidance=1.0, watch_depth=0), tmp_path)
     record = json.loads((tmp_path / "trace.json").read_text())
@@ -753,3 +754,34 @@ def test_previews_are_pngs_any_reader_reads_back_exactly(size):
     with Image.open(BytesIO(rgb_png(pixels))) as image:
         assert image.format == "PNG" and image.mode == "RGB" and image.size == size[::-1]
         assert np.array_equal(np.asarray(image), pixels)
+
+
+def test_what_each_block_adds_is_its_own_contribution(tmp_path):
+    """With adds, every watched module whose output has its input's shape says ‖output − input‖ /
+    ‖input‖: a transformer or a resnet that keeps its channels, not one that changes them."""
+    import torch
+
+    from explorer.generation import build_pipeline, watch
+
+    built = build_pipeline(tiny())
+    seen = {}
+    resnet = dict(built.pipe.unet.named_modules())["down_blocks.0.resnets.0"]
+
+    def keep_first(module, args, out) -> None:  # returns None: the output stays what it was
+        seen.setdefault("first", (args[0], out))
+
+    handle = resnet.register_forward_hook(keep_first)
+    try:
+        with watch(built.pipe, tmp_path / "adds", adds=True) as run:
+            built.pipe(PROMPT, num_inference_steps=2, generator=torch.Generator().manual_seed(1))
+    finally:
+        handle.remove()
+    adds = run.steps[0]["blocks"]["down_blocks.0.resnets.0"]["adds"]
+    given, made = (t[t.shape[0] // 2:] for t in seen["first"])  # the prompt's half
+    assert adds == pytest.approx(float((made - given).norm() / given.norm()), rel=1e-4)
+    changing = [p for p, m in built.pipe.unet.named_modules() if type(m).__name__ == "ResnetBlock2D" and m.conv_shortcut is not None]
+    assert changing and all("adds" not in run.steps[0]["blocks"].get(p, {}) for p in changing)
+    assert "adds" in run.steps[0]["blocks"]["mid_block"] and "adds" not in run.steps[0]["blocks"]["down_blocks.0"]
+    with watch(built.pipe, tmp_path / "plain") as plain:
+        built.pipe(PROMPT, num_inference_steps=1)
+    assert not any("adds" in stats for stats in plain.steps[0]["blocks"].values())  # only on request

@@ -439,3 +439,46 @@ class AttentionMaps:
         height, width = self.latent
         factor = round((height * width / tokens) ** 0.5)
         return height // factor, width // factor
+
+
+class BlockAdds:
+    """What each watched module adds to what it is given, per UNet call: ‖output − input‖ / ‖input‖ of
+    the prompt's half of the batch, for the modules whose output has their input's shape (a ResnetBlock2D
+    that keeps its channels, a Transformer2DModel, the mid block...; none for those that resample or
+    change the channels). An output's own size (BlockActivity's std) is mostly the residual stream it
+    carries; this is the module's own contribution to it. Forward hooks; on request only (`adds`), as
+    it reads every input too."""
+
+    def __init__(self, unet: nn.Module, depth: int = 2):
+        self.unet = unet
+        self.paths = [path for path, d in called_depths(unet).items() if d <= depth]
+        self.halves = 2
+        self.found: dict[str, float] = {}
+
+    def install(self) -> Callable[[], None]:
+        modules = dict(self.unet.named_modules())
+        handles = [modules[p].register_forward_hook(self._hook_of(p), with_kwargs=True) for p in self.paths]
+
+        def undo() -> None:
+            for handle in handles:
+                handle.remove()
+
+        return undo
+
+    def take(self) -> dict[str, float]:
+        found, self.found = self.found, {}
+        return found
+
+    def _hook_of(self, path: str) -> Callable:
+        def hook(module, args, kwargs, output) -> None:
+            given = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
+            made = _first_tensor(output)
+            if path in self.found or not isinstance(given, torch.Tensor) or made is None or given.shape != made.shape:
+                return
+            with torch.no_grad():
+                start = prompt_start(given, self.halves)
+                x, y = given.detach()[start:].float(), made.detach()[start:].float()
+                size = float(torch.linalg.vector_norm(x))
+                self.found[path] = _five(float(torch.linalg.vector_norm(y - x)) / size) if size else 0.0
+
+        return hook

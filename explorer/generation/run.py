@@ -83,7 +83,7 @@ def prepare(settings: Settings, *, on_phase: Callable[[str], None] = lambda text
     settings.height, settings.width = settings.height or built.size, settings.width or built.size
     tokens = _timed(phases, "tokenize", lambda: prompt_tokens(settings, built))
     on_phase("static")
-    static = _timed(phases, "static traces", lambda: static_traces(settings, settings.height, settings.width))
+    static = _timed(phases, "static traces", lambda: static_traces(settings, settings.height, settings.width, kept=reuse))
     return Prepared(settings, built, static, tokens, phases, micro_warnings(built, tokens), started)
 
 
@@ -111,7 +111,8 @@ def run_prepared(prepared: Prepared, out: Path, *, compare: bool = False,
     recording = prepared.recording(out)
     make_folder(out)
     options = {"attention_maps": settings.attention_maps, "watch_depth": settings.watch_depth,
-               "decode_every": settings.decode_every, "latent_rgb": prepared.built.micro.get("latent_rgb")}
+               "decode_every": settings.decode_every, "latent_rgb": prepared.built.micro.get("latent_rgb"),
+               "adds": settings.adds}
     live_shapes: dict = {}
     watcher = None
     try:
@@ -198,10 +199,14 @@ def micro_warnings(built: Built, tokens: list[dict]) -> list[str]:
             f"{', '.join(unknown)}. They run, but mean nothing to it."]
 
 
-def static_traces(settings: Settings, height: int, width: int) -> dict:
+_TRACED: dict = {}  # TraceRequest -> Trace, for prepare(reuse=True): the last few, kept in this process
+
+
+def static_traces(settings: Settings, height: int, width: int, *, kept: bool = False) -> dict:
     """The three components traced on the meta device as the pipeline calls them (from the trace
     cache when traced before): the UNet with the batch guidance gives it, the VAE's one image, the
-    text encoder's one prompt."""
+    text encoder's one prompt. `kept`: the traces of the last few such calls are kept in memory, as
+    the pipeline is (the live page's next click needs the same UNet and VAE traces again)."""
     from explorer.explore import TraceRequest, trace_cached
 
     cfg = settings.guidance > 1  # diffusers runs the negative prompt only then
@@ -212,4 +217,11 @@ def static_traces(settings: Settings, height: int, width: int) -> dict:
         "vae": TraceRequest("vae", settings.model, batch=1, **sizes, **common),
         "clip": TraceRequest("clip", settings.model, batch=1, prompt=settings.prompt, **common),
     }
-    return {name: trace_cached(request)[0] for name, request in requests.items()}
+    if not kept:
+        return {name: trace_cached(request)[0] for name, request in requests.items()}
+    for request in requests.values():
+        if request not in _TRACED:
+            _TRACED[request] = trace_cached(request)[0]
+            while len(_TRACED) > 8:
+                _TRACED.pop(next(iter(_TRACED)))
+    return {name: _TRACED[request] for name, request in requests.items()}

@@ -34,6 +34,7 @@ class Settings:
     watch_depth: int = 2  # block activity: modules down to this depth
     attention_maps: bool = False
     decode_every: int = 0  # decode x0 with the VAE every N steps (0: never)
+    adds: bool = False  # block activity also measures what each block adds to its input
 
 
 def own_scheduler(scheduler_config: dict) -> str:

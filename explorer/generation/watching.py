@@ -80,14 +80,16 @@ class Watcher:
     """The watchers on one pipeline, and what they saw: the recording and the live state."""
 
     def __init__(self, pipe, recording: Recording, *, attention_maps: bool = False, watch_depth: int = 2,
-                 decode_every: int = 0, latent_rgb=None, on_step: Callable[["Watcher"], None] = lambda w: None):
-        from explorer.capture.activity import AttentionMaps, BlockActivity
+                 decode_every: int = 0, latent_rgb=None, adds: bool = False,
+                 on_step: Callable[["Watcher"], None] = lambda w: None):
+        from explorer.capture.activity import AttentionMaps, BlockActivity, BlockAdds
         from explorer.previews import LATENT_RGB
 
         self.pipe, self.recording, self.out = pipe, recording, recording.out
         self.decode_every, self.latent_rgb = decode_every, latent_rgb or LATENT_RGB
         self.on_step = on_step
         self.activity = BlockActivity(pipe.unet, watch_depth)
+        self.adds = BlockAdds(pipe.unet, watch_depth) if adds else None  # what each block adds: on request
         self.maps = AttentionMaps(pipe.unet) if attention_maps else None
         if self.maps is not None and not self.maps.available:
             recording.maps_skipped = MAPS_SKIPPED.format(processors=", ".join(processor_names(pipe.unet)) or "none")
@@ -132,6 +134,8 @@ class Watcher:
         self.undo.append(pipe.unet.register_forward_pre_hook(self._unet_pre, with_kwargs=True).remove)
         self.undo.append(pipe.unet.register_forward_hook(self._unet_post, with_kwargs=True).remove)
         self.undo.append(self.activity.install())
+        if self.adds is not None:
+            self.undo.append(self.adds.install())
         if self.maps is not None:
             self.undo.append(self.maps.install())
         self.decode = pipe.vae.decode  # the VAE's own decode, for x0 (not timed as the pipeline's)
@@ -186,6 +190,8 @@ class Watcher:
         sample = args[0] if args else kwargs["sample"]
         halves = 2 if getattr(self.pipe, "do_classifier_free_guidance", False) else 1
         self.activity.halves = halves
+        if self.adds is not None:
+            self.adds.halves = halves
         if self.maps is not None:
             self.maps.halves, self.maps.latent = halves, (int(sample.shape[-2]), int(sample.shape[-1]))
         self.current["unet_input"] = _shape(sample)
@@ -217,6 +223,8 @@ class Watcher:
         seconds = time.perf_counter() - (self.step_started or time.perf_counter())
         prediction = self.current.pop("prediction", None)
         blocks, skips = self.activity.take()
+        for path, added in (self.adds.take() if self.adds is not None else {}).items():
+            blocks.setdefault(path, {})["adds"] = added
         step = Step(index, timestep, round(seconds, 4), dict(self.current), _stats(latent_out), blocks, skips)
         with torch.no_grad():
             self._previews(index, prediction, guided, x0, latent_out)
@@ -323,7 +331,7 @@ class Watcher:
 
 @contextmanager
 def watch(pipe, out: str | Path, *, attention_maps: bool = False, watch_depth: int = 2, decode_every: int = 0,
-          latent_rgb=None) -> Iterator[Run]:
+          latent_rgb=None, adds: bool = False) -> Iterator[Run]:
     """Watch every step of a diffusers StableDiffusionPipeline (yours, with your weights) while you
     call it inside the block; the run folder `out` is written as it goes. Yields the Run, readable
     (`run.attention("word")`, `run.blocks`...) once the block ends.
@@ -335,7 +343,7 @@ def watch(pipe, out: str | Path, *, attention_maps: bool = False, watch_depth: i
     out = Path(out)
     run = Run(out, {})
     options = {"attention_maps": attention_maps, "watch_depth": watch_depth, "decode_every": decode_every,
-               "latent_rgb": latent_rgb}
+               "latent_rgb": latent_rgb, "adds": adds}
     try:
         with watched(pipe, out, **options) as watcher:
             if watcher.recording.maps_skipped:  # said to whoever asked for the maps, not only kept in trace.json

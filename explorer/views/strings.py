@@ -184,6 +184,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "live.seed": {"en": "seed", "zh": "种子"},
     "live.steps": {"en": "steps", "zh": "步数"},
     "live.guidance": {"en": "guidance", "zh": "引导系数"},
+    "live.scheduler": {"en": "sampler", "zh": "采样器"},
+    "live.scheduler.own": {"en": "{name} (the model's own)", "zh": "{name}（模型自带）"},
     "live.go": {"en": "Generate", "zh": "生成"},
     "live.stop": {"en": "Stop", "zh": "停止"},
     "live.runs": {"en": "runs kept", "zh": "已保存的运行"},

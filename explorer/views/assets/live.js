@@ -25,6 +25,14 @@ function field(id, type, value, label, attrs = {}) {
   return el("label", { cls: "live-field" }, el("span", { text: label }), input);
 }
 
+// the samplers the server can drive (explorer.generation.SCHEDULERS), the model's own chosen
+function schedulerField() {
+  const select = el("select", { id: "live-scheduler", "aria-label": T("live.scheduler") },
+    ...SD.live.schedulers.map((name) => el("option", { value: name, text: name === SD.live.scheduler ? T("live.scheduler.own", { name }) : name })));
+  select.value = SD.live.scheduler;
+  return el("label", { cls: "live-field" }, el("span", { text: T("live.scheduler") }), select);
+}
+
 function liveBar() {
   const bar = el("form", { id: "live", cls: "live", autocomplete: "off" });
   const prompt = el("input", { id: "live-prompt", type: "text", placeholder: T("live.prompt"), "aria-label": T("live.prompt.label"), maxlength: "1000" });
@@ -36,7 +44,7 @@ function liveBar() {
     field("live-seed", "number", 0, T("live.seed"), { min: "0", step: "1" }),
     field("live-steps", "number", 20, T("live.steps"), { min: "1", max: "200", step: "1" }),
     field("live-guidance", "number", 7.5, T("live.guidance"), { min: "0", max: "30", step: "0.5" }),
-    go, stop, runs, status);
+    schedulerField(), go, stop, runs, status);
   bar.onsubmit = (e) => { e.preventDefault(); submit("generate", {}); };
   stop.onclick = () => { if (LIVE.job) api("/api/jobs/" + LIVE.job + "/stop", {}); };
   runs.onchange = () => { if (runs.value) reopen(runs.value, runs.selectedOptions[0].dataset.kind, true); };
@@ -46,7 +54,7 @@ function liveBar() {
 
 function settingsOf() {
   return { prompt: $("live-prompt").value, seed: Number($("live-seed").value), steps: Number($("live-steps").value),
-           guidance: Number($("live-guidance").value) };
+           guidance: Number($("live-guidance").value), scheduler: $("live-scheduler").value };
 }
 
 function setStatus(state_, text, folder) {
@@ -117,8 +125,8 @@ async function ended(kind, folder, e) {
   const seconds = ((performance.now() - LIVE.started) / 1000).toFixed(1);
   const word = e.status === "done" ? T("live.done", { seconds }) : e.status === "stopped" ? T("live.stopped") : T("live.failed", { error: e.error });
   await reopen(folder, kind);
-  setStatus(e.status, word, folder);
-  refreshRuns();
+  await refreshRuns();
+  setStatus(e.status, word, folder);  // last: "done" means everything is on the page
 }
 
 // a kept run, experiment or sweep read back from the server and shown (`picked`: chosen from the list,

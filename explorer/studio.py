@@ -75,7 +75,7 @@ class Studio:
 
         # One core left to the browser, which draws each step as it comes on the same machine: PyTorch's
         # threads wait for one another at every operation, and one of them waiting for a core the page
-        # holds made a step of micro five times as long on two cores (150 ms against 30). Put back by close().
+        # holds made a step of micro 150 ms on two cores (100 on one thread, 30 alone). Put back by close().
         self.threads = torch.get_num_threads()
         torch.set_num_threads(max(1, self.threads - 1))
         self.model, self.runs, self.lang = model, Path(runs), lang

@@ -38,6 +38,9 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     home = Path(tempfile.mkdtemp(prefix="sd-explorer-tests-"))
     SESSION_HOME["HF_HOME"] = os.environ["HF_HOME"] = str(home / "hf")
+    # matplotlib's cache (the notebooks' kernels draw with it): with a home that cannot be written,
+    # matplotlib says so on stderr in the first cell that draws, which is matplotlib's, not ours to test
+    os.environ["MPLCONFIGDIR"] = str(home / "matplotlib")
     os.environ["SD_EXPLORER_CACHE_DIR"] = str(home / "cache")
 
 

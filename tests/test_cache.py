@@ -32,16 +32,19 @@ def test_second_run_is_served_without_torch(tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 1
 
 
-def test_corrupt_entry_is_ignored_and_rewritten(tmp_path):
-    good = explore("vae", "--depth", "1", cache_dir=tmp_path)
+def test_corrupt_entry_is_ignored_and_rewritten(tmp_path, monkeypatch):
+    from conftest import explore as explore_here  # in this process: what is tested is the cache's files
+
+    monkeypatch.setenv("SD_EXPLORER_CACHE_DIR", str(tmp_path))
+    good = explore_here("vae", "--depth", "1")
     [entry] = tmp_path.glob("*.json")
     entry.write_text('{"trace": {"schema": "sd-explor')  # truncated
-    again = explore("vae", "--depth", "1", cache_dir=tmp_path)
-    assert again.returncode == 0 and again.stdout == good.stdout
+    again = explore_here("vae", "--depth", "1")
+    assert again.exit_code == 0 and again.stdout == good.stdout
     assert json.loads(entry.read_text())["trace"]["component"] == "vae"
     entry.write_text("garbage")
-    bypass = explore("vae", "--depth", "1", "--no-cache", cache_dir=tmp_path)
-    assert bypass.returncode == 0 and bypass.stdout == good.stdout
+    bypass = explore_here("vae", "--depth", "1", "--no-cache")
+    assert bypass.exit_code == 0 and bypass.stdout == good.stdout
     assert entry.read_text() == "garbage"  # --no-cache neither reads nor writes
 
 

@@ -145,6 +145,7 @@ def test_bad_input(tmp_path):
         assert "Traceback" not in result.output
 
 
+@pytest.mark.slow  # SD2.1's page with the diff: every figure in both languages
 @needs_chromium()
 def test_the_page_has_a_diff_tab_whose_blocks_open_in_the_model(browser, tmp_path):
     site = tmp_path / "site"

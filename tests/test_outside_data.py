@@ -118,7 +118,7 @@ record_changes = st.dictionaries(
 )
 
 
-@settings(SETTINGS, max_examples=10)  # each builds a page and draws the maps: about 1.5 s an example
+@settings(SETTINGS, max_examples=6)  # each builds a page and draws the maps: about 1.5 s an example
 @given(changes=record_changes, cut=st.integers(0, 400) | st.none())
 def test_hostile_run_records(tmp_path_factory, a_run, changes, cut):
     import shutil

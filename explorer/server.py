@@ -25,6 +25,7 @@ import asyncio
 import hmac
 import json
 import secrets
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,13 @@ async def png_of(work):
         return refusal(404, str(exc) if isinstance(exc, ExplorerError) else "That image is not there (yet).")
 
 
-_TILES: dict[Path, list[str]] = {}  # a run folder's tile names, as its record says
+@lru_cache(maxsize=1000)
+def tile_names(folder: Path) -> tuple[str, ...]:
+    """The tiles of a run folder's step previews, as its record says: fixed when the run starts, so
+    read once a run, not at each tile."""
+    from explorer.runs import preview_tiles, read_record
+
+    return tuple(preview_tiles(read_record(folder)) or ())
 
 
 def tile_png(folder: Path, step: int, part: str) -> bytes:
@@ -241,15 +248,11 @@ def tile_png(folder: Path, step: int, part: str) -> bytes:
     from PIL import Image
 
     from explorer.previews import png
-    from explorer.runs import cut_tiles, preview_file, preview_tiles, read_record
+    from explorer.runs import cut_tiles, preview_file
 
     if part not in TILE_NAMES or not 0 <= step < 10_000:
         raise ExplorerError(f"A step has the tiles {', '.join(TILE_NAMES)}; {part!r} is not one.")
-    if folder not in _TILES:  # a run's tiles are fixed when it starts: its record is read once, not each tile
-        if len(_TILES) > 1000:
-            _TILES.clear()
-        _TILES[folder] = preview_tiles(read_record(folder)) or []
-    tiles = _TILES[folder]
+    tiles = list(tile_names(folder))
     if part not in tiles:
         raise ExplorerError(f"This run recorded {', '.join(tiles) or 'no tile'}.")
     with Image.open(folder / preview_file(step)) as strip:
@@ -345,9 +348,8 @@ def page_folder(studio: Studio, folder: Path) -> Path:
     with the live part (live.js, live.css) and the API's address allowed."""
     from explorer.components import COMPONENTS
     from explorer.explore import TraceRequest, trace_cached
-    from explorer.site import build
-
     from explorer.generation.settings import SCHEDULERS, own_scheduler
+    from explorer.site import build
 
     traces = {c: trace_cached(TraceRequest(c, studio.model, "meta", flops=True))[0] for c in COMPONENTS}
     live = {"schedulers": list(SCHEDULERS), "scheduler": own_scheduler(studio.scheduler_config)}

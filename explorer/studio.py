@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,6 @@ class Studio:
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=QUEUE)
         self.counter = itertools.count(1)
         self.current: Job | None = None
-        self.listed: dict[Path, tuple[tuple[int, int], dict]] = {}  # a record's (mtime, size) and its entry
         self.worker = threading.Thread(target=self._work, name="sd-explorer studio", daemon=True)
         self.worker.start()
 
@@ -260,30 +260,15 @@ class Studio:
             for kind, record in (("generate", "trace.json"), ("experiment", "experiment.json"), ("sweep", "sweep.json")):
                 path = folder / record
                 if RUN_NAME.match(folder.name) and path.is_file() and not path.is_symlink():
-                    entry = self._listed_entry(folder.name, kind, path)
+                    try:
+                        stat = path.stat()
+                    except OSError:
+                        break
+                    entry = listed_entry(path, kind, stat.st_mtime_ns, stat.st_size)
                     if entry is not None:
                         found.append(entry)
                     break
         return found
-
-    def _listed_entry(self, name: str, kind: str, path: Path) -> dict | None:
-        import json
-
-        try:
-            stat = path.stat()
-            seen = (stat.st_mtime_ns, stat.st_size)
-            if path in self.listed and self.listed[path][0] == seen:
-                return self.listed[path][1]
-            data = json.loads(path.read_text(encoding="utf-8"))
-            settings = data.get("settings", {}) if isinstance(data, dict) else {}
-            entry = {"name": name, "kind": kind, "prompt": str(settings.get("prompt", ""))[:200],
-                     "status": str(data.get("status", "")), "modified": round(stat.st_mtime)}
-        except (OSError, ValueError, AttributeError):
-            return None
-        if len(self.listed) > 1000:
-            self.listed.clear()
-        self.listed[path] = (seen, entry)
-        return entry
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop what runs and what waits (Ctrl-C on the server): each keeps what it had done."""
@@ -302,3 +287,18 @@ class Studio:
         import torch
 
         torch.set_num_threads(self.threads)
+
+
+@lru_cache(maxsize=1000)
+def listed_entry(path: Path, kind: str, mtime_ns: int, size: int) -> dict | None:
+    """What the runs list says of one record: read again only when the file has changed (another
+    modification time or size)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        settings = data.get("settings", {}) if isinstance(data, dict) else {}
+        return {"name": path.parent.name, "kind": kind, "prompt": str(settings.get("prompt", ""))[:200],
+                "status": str(data.get("status", "")), "modified": round(mtime_ns / 1e9)}
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -346,3 +346,29 @@ def test_the_pages_editable_kinds_are_the_edits_own():
     script = (Path(__file__).resolve().parent.parent / "explorer" / "views" / "assets" / "live.js").read_text()
     listed = set(re.findall(r'"(\w+)"', re.search(r"const EDITABLE = \[(.*?)\];", script, re.S).group(1)))
     assert listed == set(BRANCHES) | set(PASS_THROUGH)
+
+
+def test_the_studio_leaves_a_core_to_the_browser_and_gives_it_back(tmp_path):
+    import torch
+
+    from explorer.studio import Studio
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        studio = Studio("micro", tmp_path / "runs")
+        assert torch.get_num_threads() == 1
+        studio.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_runs_list_reads_a_record_again_once_it_changed(served):
+    folder, _ = served.generate(steps=1)
+    entry = next(e for e in served.studio.listing() if e["name"] == folder)
+    assert entry["status"] == "done"
+    record_file = served.runs / folder / "trace.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "status": "interrupted"}))
+    assert next(e for e in served.studio.listing() if e["name"] == folder)["status"] == "interrupted"

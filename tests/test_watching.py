@@ -785,3 +785,16 @@ def test_what_each_block_adds_is_its_own_contribution(tmp_path):
     with watch(built.pipe, tmp_path / "plain") as plain:
         built.pipe(PROMPT, num_inference_steps=1)
     assert not any("adds" in stats for stats in plain.steps[0]["blocks"].values())  # only on request
+
+
+def test_kept_static_traces_are_the_same_and_follow_the_prompt():
+    """prepare(reuse=True) keeps the last traces in memory: the same request gives the same trace;
+    another prompt another text-encoder trace."""
+    from explorer.generation import prepare
+
+    first = prepare(tiny(), reuse=True).static
+    again = prepare(tiny(), reuse=True).static
+    other = prepare(tiny(prompt="a blue square at the top"), reuse=True).static
+    assert all(again[name] is first[name] for name in first)
+    assert other["unet"] is first["unet"] and other["clip"] is not first["clip"]
+    assert prepare(tiny()).static["unet"] is not first["unet"]  # without reuse, from the trace cache

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -199,7 +200,12 @@ def micro_warnings(built: Built, tokens: list[dict]) -> list[str]:
             f"{', '.join(unknown)}. They run, but mean nothing to it."]
 
 
-_TRACED: dict = {}  # TraceRequest -> Trace, for prepare(reuse=True): the last few, kept in this process
+@lru_cache(maxsize=8)
+def _kept_trace(request):
+    """A static trace kept in this process, for prepare(reuse=True): the last few asked for."""
+    from explorer.explore import trace_cached
+
+    return trace_cached(request)[0]
 
 
 def static_traces(settings: Settings, height: int, width: int, *, kept: bool = False) -> dict:
@@ -217,11 +223,5 @@ def static_traces(settings: Settings, height: int, width: int, *, kept: bool = F
         "vae": TraceRequest("vae", settings.model, batch=1, **sizes, **common),
         "clip": TraceRequest("clip", settings.model, batch=1, prompt=settings.prompt, **common),
     }
-    if not kept:
-        return {name: trace_cached(request)[0] for name, request in requests.items()}
-    for request in requests.values():
-        if request not in _TRACED:
-            _TRACED[request] = trace_cached(request)[0]
-            while len(_TRACED) > 8:
-                _TRACED.pop(next(iter(_TRACED)))
-    return {name: _TRACED[request] for name, request in requests.items()}
+    trace = _kept_trace if kept else (lambda request: trace_cached(request)[0])
+    return {name: trace(request) for name, request in requests.items()}
